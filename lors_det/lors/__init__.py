@@ -1,0 +1,20 @@
+"""Framework-free building blocks for parameter-efficient layer stacks.
+
+Plain PyTorch, usable outside mmdet: LORST (static) and LORSA (adaptive) low
+rank residual structures, their unshared counterparts, tied W/W^T FFNs,
+LoRITa over-parameterised linears with SVD truncation, and parameter
+accounting by declared shared/private names.
+"""
+from .accounting import count_parameters, split_parameter_names
+from .lorita import LoRITaLinear, rank_for_energy, svd_truncate
+from .lorsa import LORSAGenerator, split_matrices
+from .lorst import LORSTLinear
+from .stacked import StackedGenerator, StackedLinear, make_linear
+from .tied import TiedFFN
+
+__all__ = [
+    'LORSAGenerator', 'LORSTLinear', 'LoRITaLinear', 'StackedGenerator',
+    'StackedLinear', 'TiedFFN', 'count_parameters', 'make_linear',
+    'rank_for_energy', 'split_matrices', 'split_parameter_names',
+    'svd_truncate'
+]

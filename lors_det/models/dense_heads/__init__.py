@@ -1,0 +1,3 @@
+from .initial_query_generator import InitialQueryGenerator
+
+__all__ = ['InitialQueryGenerator']

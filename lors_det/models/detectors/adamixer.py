@@ -1,0 +1,79 @@
+"""The query-based detector: backbone -> neck -> initial queries -> decoder.
+
+Modified from the official ``QueryBased`` detector
+(https://github.com/MCG-NJU/AdaMixer), re-written for mmdet 3.x without the
+Sparse R-CNN scaffolding (no RPN, no RoI extractor).
+"""
+from typing import List, Optional, Tuple
+
+import torch
+from mmdet.models.detectors.base import BaseDetector
+from mmdet.registry import MODELS
+from mmdet.structures import SampleList
+
+
+@MODELS.register_module()
+class AdaMixer(BaseDetector):
+    """AdaMixer (CVPR 2022), and AdaMixer+LORS through the decoder's config.
+
+    Args:
+        backbone, neck (dict): mmdet configs (neck: ``ChannelMapping``).
+        query_generator (dict): ``InitialQueryGenerator`` config.
+        decoder (dict): ``AdaMixerDecoder`` config.
+        train_cfg (dict): passed to the decoder (``assigner``).
+        test_cfg (dict): passed to the decoder (``max_per_img``).
+    """
+
+    def __init__(self, backbone: dict, neck: dict, query_generator: dict,
+                 decoder: dict, train_cfg: Optional[dict] = None,
+                 test_cfg: Optional[dict] = None,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(data_preprocessor=data_preprocessor,
+                         init_cfg=init_cfg)
+        self.backbone = MODELS.build(backbone)
+        self.neck = MODELS.build(neck)
+        self.query_generator = MODELS.build(query_generator)
+        self.decoder = MODELS.build(
+            dict(decoder, train_cfg=train_cfg, test_cfg=test_cfg))
+
+    @property
+    def num_queries(self) -> int:
+        return self.query_generator.num_queries
+
+    def extract_feat(self, batch_inputs: torch.Tensor) -> Tuple[torch.Tensor]:
+        """(B, 3, H, W) images -> L neck maps (B, C, H_l, W_l)."""
+        return self.neck(self.backbone(batch_inputs))
+
+    def _queries(self, batch_data_samples: SampleList):
+        return self.query_generator([s.metainfo for s in batch_data_samples])
+
+    def loss(self, batch_inputs: torch.Tensor,
+             batch_data_samples: SampleList) -> dict:
+        """Losses of all decoder stages (``s{i}.loss_*``)."""
+        features = self.extract_feat(batch_inputs)
+        xyzr, query = self._queries(batch_data_samples)
+        return self.decoder.loss(features, xyzr, query, batch_data_samples)
+
+    def predict(self, batch_inputs: torch.Tensor,
+                batch_data_samples: SampleList,
+                rescale: bool = True) -> SampleList:
+        """Detections in ``pred_instances`` (``max_per_img`` per image)."""
+        features = self.extract_feat(batch_inputs)
+        xyzr, query = self._queries(batch_data_samples)
+        results = self.decoder.predict(features, xyzr, query,
+                                       batch_data_samples, rescale=rescale)
+        return self.add_pred_to_datasample(batch_data_samples, results)
+
+    def _forward(self, batch_inputs: torch.Tensor,
+                 batch_data_samples: SampleList = None
+                 ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """Raw per-stage (cls logits, xyxy boxes), e.g. for FLOPs."""
+        features = self.extract_feat(batch_inputs)
+        if batch_data_samples is None:
+            h, w = batch_inputs.shape[-2:]
+            metas = [dict(img_shape=(h, w))] * len(batch_inputs)
+        else:
+            metas = [s.metainfo for s in batch_data_samples]
+        xyzr, query = self.query_generator(metas)
+        return self.decoder(features, xyzr, query)

@@ -1,0 +1,3 @@
+from .channel_mapping import ChannelMapping
+
+__all__ = ['ChannelMapping']

@@ -1,0 +1,103 @@
+import pytest
+import torch
+
+from lors_det.lors import LORSAGenerator, split_matrices
+
+SHAPES = [(8, 8), (12, 6)]  # M (c x c) and S (P_out x P_in)
+
+
+def make(**kwargs):
+    args = dict(query_dim=16, matrix_shapes=SHAPES, num_groups=2,
+                num_layers=3, rank=3, num_factors=[1, 2, 3])
+    args.update(kwargs)
+    return LORSAGenerator(**args)
+
+
+def randomise(gen):
+    with torch.no_grad():
+        for p in gen.parameters():
+            p.normal_()
+
+
+def test_init_every_layer_generates_the_shared_matrices():
+    gen = make()
+    q = torch.randn(2, 5, 16)
+    shared = gen.shared_matrices(q)
+    for i in range(3):
+        assert all(torch.count_nonzero(p) == 0
+                   for p in gen.private_matrices(q, i))
+        for w, s in zip(gen(q, i), shared):
+            assert torch.equal(w, s)
+    assert torch.count_nonzero(gen.shared_generator.weight) == 0
+    assert all(f.abs().sum() > 0 for fs in gen.left_factors for f in fs)
+
+
+def test_shapes_and_formula_against_explicit_loop():
+    gen = make()
+    randomise(gen)
+    B, N, G, r = 2, 4, 2, 3
+    q = torch.randn(B, N, 16)
+    for i, K in enumerate([1, 2, 3]):
+        out = gen(q, i)
+        assert [tuple(w.shape) for w in out] == [(B, N, G, 8, 8),
+                                                 (B, N, G, 12, 6)]
+        cores = gen.private_generators[i](q).view(B, N, 2, G, K, r, r)
+        shared = gen.shared_matrices(q)
+        for j in range(2):
+            L = gen.left_factors[j][i].view(G, K, -1, r)
+            R = gen.right_factors[j][i].view(G, K, r, -1)
+            for b, n, g in [(0, 0, 0), (1, 3, 1), (0, 2, 1)]:
+                expected = shared[j][b, n, g] + sum(
+                    L[g, k] @ cores[b, n, j, g, k] @ R[g, k]
+                    for k in range(K))
+                torch.testing.assert_close(out[j][b, n, g], expected)
+
+
+def test_private_part_has_rank_at_most_K_r():
+    gen = make().double()
+    randomise(gen)
+    q = torch.randn(1, 3, 16).double()
+    for i, K in enumerate([1, 2, 3]):
+        for delta in gen.private_matrices(q, i):
+            ranks = torch.linalg.matrix_rank(delta.flatten(0, 2))
+            assert int(ranks.max()) <= K * 3
+
+
+def test_gradients_reach_shared_generator_from_every_layer():
+    gen = make()
+    randomise(gen)
+    q = torch.randn(2, 3, 16)
+    for i in range(3):
+        gen.zero_grad()
+        sum(w.square().sum() for w in gen(q, i)).backward()
+        assert gen.shared_generator.weight.grad.abs().sum() > 0
+        assert gen.private_generators[i].weight.grad.abs().sum() > 0
+
+
+def test_split_matrices_layout_is_group_major():
+    params = torch.arange(2 * (4 + 6), dtype=torch.float).view(1, 1, -1)
+    M, S = split_matrices(params, [(2, 2), (2, 3)], num_groups=2)
+    assert M[0, 0, 1].flatten().tolist() == [10., 11., 12., 13.]
+    assert S[0, 0, 0].flatten().tolist() == [4., 5., 6., 7., 8., 9.]
+
+
+def test_shared_only_and_private_only():
+    shared_only = make(use_private=False)
+    assert len(shared_only.private_generators) == 0
+    q = torch.randn(1, 2, 16)
+    assert torch.equal(shared_only(q, 2)[0], shared_only.shared_matrices(q)[0])
+    private_only = make(use_shared=False)
+    assert private_only.shared_generator is None
+    # non-zero cores at init, else nothing could be learnt
+    assert private_only.private_generators[0].weight.abs().sum() > 0
+
+
+@pytest.mark.parametrize('kwargs, field', [
+    (dict(rank=7), 'rank'),
+    (dict(num_factors=[1, 2]), 'num_factors'),
+    (dict(num_factors=[1, 0, 2]), 'num_factors'),
+    (dict(num_groups=0), 'num_groups'),
+])
+def test_bad_arguments_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        make(**kwargs)

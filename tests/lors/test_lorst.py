@@ -1,0 +1,96 @@
+import pytest
+import torch
+
+from lors_det.lors import LORSTLinear
+
+
+def randomise_private(layer: LORSTLinear) -> None:
+    with torch.no_grad():
+        for B, b in zip(layer.private_B, layer.private_bias):
+            B.normal_()
+            b.normal_()
+
+
+def test_init_every_layer_equals_shared_layer():
+    layer = LORSTLinear(32, 16, num_layers=4, rank=3, num_factors=2)
+    x = torch.randn(5, 32)
+    shared = x @ layer.shared_weight.t()
+    for i in range(4):
+        assert torch.count_nonzero(layer.delta_weight(i)) == 0
+        assert torch.equal(layer(x, i), shared)
+    # but the low-rank factors A are not zero (so B gets a gradient)
+    assert all(A.abs().sum() > 0 for A in layer.private_A)
+
+
+def test_shapes_and_rank_of_residual():
+    layer = LORSTLinear(40, 24, num_layers=3, rank=[2, 3, 4],
+                        num_factors=[1, 2, 3]).double()
+    randomise_private(layer)
+    for i, (k, r) in enumerate(zip([1, 2, 3], [2, 3, 4])):
+        assert layer.private_A[i].shape == (k * r, 40)
+        assert layer.private_B[i].shape == (24, k * r)
+        delta = layer.delta_weight(i)
+        assert torch.linalg.matrix_rank(delta) <= k * r
+        assert layer(torch.randn(2, 7, 40).double(), i).shape == (2, 7, 24)
+
+
+def test_merge_unmerge_with_nonzero_private_part():
+    layer = LORSTLinear(32, 16, num_layers=3, rank=4)
+    randomise_private(layer)
+    x = torch.randn(6, 32)
+    before = [layer(x, i) for i in range(3)]
+    params = {n: p.clone() for n, p in layer.named_parameters()}
+    layer.merge()
+    assert layer.merged
+    for i in range(3):
+        torch.testing.assert_close(layer(x, i), before[i])
+    # merged layers differ from each other (the private parts are real)
+    assert not torch.allclose(layer(x, 0), layer(x, 1))
+    layer.unmerge()
+    assert not layer.merged
+    for n, p in layer.named_parameters():
+        assert torch.equal(p, params[n])
+    for i in range(3):
+        torch.testing.assert_close(layer(x, i), before[i])
+
+
+def test_merge_rejects_non_finite_weights():
+    layer = LORSTLinear(8, 8, num_layers=2, rank=2)
+    with torch.no_grad():
+        layer.private_B[1].fill_(float('nan'))
+    with pytest.raises(ValueError, match='not finite'):
+        layer.merge()
+
+
+def test_gradient_reaches_shared_weight_from_every_layer():
+    layer = LORSTLinear(16, 8, num_layers=3, rank=2)
+    x = torch.randn(4, 16)
+    for i in range(3):
+        layer.zero_grad()
+        layer(x, i).sum().backward()
+        assert layer.shared_weight.grad.abs().sum() > 0
+        assert layer.private_B[i].grad.abs().sum() > 0
+        others = [j for j in range(3) if j != i]
+        assert all(layer.private_B[j].grad is None for j in others)
+
+
+def test_shared_only_and_private_only():
+    shared_only = LORSTLinear(16, 8, num_layers=2, rank=2, use_private=False)
+    assert sum(p.numel() for p in shared_only.private_A) == 0
+    private_only = LORSTLinear(16, 8, num_layers=2, rank=2, use_shared=False)
+    assert private_only.shared_weight is None
+    x = torch.randn(3, 16)
+    assert torch.count_nonzero(private_only(x, 0) -
+                               private_only.private_bias[0]) == 0
+
+
+@pytest.mark.parametrize('kwargs, field', [
+    (dict(rank=9), 'rank'),
+    (dict(rank=0), 'rank'),
+    (dict(rank=[2, 2]), 'rank'),
+    (dict(num_factors=[1, 1, 1, 1]), 'num_factors'),
+    (dict(use_shared=False, use_private=False), 'use_shared'),
+])
+def test_bad_arguments_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        LORSTLinear(16, 8, num_layers=3, **kwargs)

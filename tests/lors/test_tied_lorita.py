@@ -1,0 +1,66 @@
+import pytest
+import torch
+import torch.nn as nn
+
+from lors_det.lors import LoRITaLinear, TiedFFN, rank_for_energy, svd_truncate
+from lors_det.models.layers import FFN
+
+
+def test_tied_ffn_halves_weights_and_grad_flows_from_both_uses():
+    plain, tied = FFN(16, 64), FFN(16, 64, tied=True)
+    weights = lambda m: sum(p.numel() for n, p in m.named_parameters()
+                            if n.endswith('weight'))
+    assert weights(tied) * 2 == weights(plain)
+    x = torch.randn(3, 16)
+    W = tied.tied.weight
+    up = torch.autograd.grad(
+        torch.relu(x @ W.t() + tied.tied.bias1).sum(), W)[0]
+    full = torch.autograd.grad(tied(x).sum(), W)[0]
+    # the gradient is the sum of both uses, so it differs from either alone
+    assert up.abs().sum() > 0 and not torch.allclose(full, up)
+    expected = x + torch.relu(x @ W.t() + tied.tied.bias1) @ W + \
+        tied.tied.bias2
+    torch.testing.assert_close(tied(x), expected)
+
+
+def test_lorita_fold_is_exact_and_compress_full_rank_is_exact():
+    layer = LoRITaLinear(12, 8, num_factors=3)
+    assert [tuple(w.shape) for w in layer.factors] == [(8, 12), (8, 8),
+                                                       (8, 8)]
+    x = torch.randn(5, 12)
+    y = layer(x)
+    torch.testing.assert_close(y, x @ layer.fold().t() + layer.bias)
+    layer.compress(rank=8)
+    torch.testing.assert_close(layer(x), y, rtol=1e-5, atol=1e-5)
+
+
+def test_lorita_truncation_reduces_params_and_error_matches_svd():
+    layer = LoRITaLinear(20, 10, num_factors=2)
+    W = layer.fold().detach()
+    layer.compress(rank=3)
+    assert sum(p.numel() for p in layer.factors) == 3 * (20 + 10)
+    s = torch.linalg.svdvals(W.double())
+    err = torch.linalg.matrix_norm((layer.fold() - W).double())
+    torch.testing.assert_close(err, s[3:].square().sum().sqrt())
+
+
+def test_compressed_checkpoint_loads_into_uncompressed_module():
+    src = LoRITaLinear(20, 10, num_factors=3)
+    src.compress(rank=4)
+    dst = LoRITaLinear(20, 10, num_factors=3)
+    dst.load_state_dict(src.state_dict())
+    x = torch.randn(2, 20)
+    torch.testing.assert_close(dst(x), src(x))
+
+
+def test_rank_for_energy_and_errors():
+    s = torch.tensor([3.0, 2.0, 1.0, 0.0])
+    assert rank_for_energy(s, 1.0) == 3
+    assert rank_for_energy(s, 9 / 14) == 1
+    assert rank_for_energy(s, 0.7) == 2
+    with pytest.raises(ValueError, match='energy'):
+        rank_for_energy(s, 0)
+    with pytest.raises(ValueError, match='rank'):
+        svd_truncate(torch.randn(4, 3), 4)
+    with pytest.raises(ValueError, match='tied=True or lorita'):
+        FFN(8, 16, tied=True, lorita=dict(num_factors=2))
