@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny models and batches built from the shipped configs."""
+import os
+
+import pytest
+import torch
+from mmdet.structures import DetDataSample
+from mmdet.utils import register_all_modules
+from mmengine.config import Config
+from mmengine.structures import InstanceData
+
+import lors_det  # noqa: F401  (registers the plugin)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SYNTHETIC = {
+    'adamixer': 'configs/synthetic/adamixer_tiny_synthetic.py',
+    'lors': 'configs/synthetic/adamixer-lors_tiny_synthetic.py',
+}
+
+register_all_modules(init_default_scope=True)
+
+
+def load_config(rel_path: str) -> Config:
+    return Config.fromfile(os.path.join(REPO, rel_path))
+
+
+def build_model(rel_path: str, **decoder_overrides):
+    from mmdet.registry import MODELS
+    cfg = load_config(rel_path)
+    cfg.model.decoder.update(decoder_overrides)
+    return MODELS.build(cfg.model)
+
+
+def make_batch(num_images=2, size=64, num_gts=(2, 0), num_classes=3,
+               seed=0):
+    """Random images with random boxes; ``num_gts[i]`` objects in image i."""
+    g = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(num_images, 3, size, size, generator=g)
+    samples = []
+    for i in range(num_images):
+        n = num_gts[i % len(num_gts)]
+        xy = torch.rand(n, 2, generator=g) * size * 0.6
+        wh = torch.rand(n, 2, generator=g) * size * 0.3 + 4
+        sample = DetDataSample(metainfo=dict(
+            img_shape=(size, size), ori_shape=(size * 2, size * 2),
+            pad_shape=(size, size), scale_factor=(0.5, 0.5),
+            batch_input_shape=(size, size)))
+        sample.gt_instances = InstanceData(
+            bboxes=torch.cat([xy, xy + wh], dim=1),
+            labels=torch.randint(0, num_classes, (n, ), generator=g))
+        samples.append(sample)
+    return inputs, samples
+
+
+@pytest.fixture(params=sorted(SYNTHETIC))
+def tiny_model(request):
+    torch.manual_seed(0)
+    return build_model(SYNTHETIC[request.param])

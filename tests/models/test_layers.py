@@ -1,0 +1,80 @@
+import torch
+import torch.nn.functional as F
+
+from lors_det.models.layers import (AdaptiveMixing, AdaptiveSampling,
+                                    level_weights, make_sample_points, mix,
+                                    position_embedding, refine_xyzr,
+                                    sample_3d, xyxy_to_xyzr, xyzr_to_xyxy)
+
+
+def test_xyzr_round_trip_and_refine():
+    boxes = torch.tensor([[10., 20., 50., 40.], [0., 0., 8., 32.]])
+    xyzr = xyxy_to_xyzr(boxes)
+    torch.testing.assert_close(xyzr_to_xyxy(xyzr), boxes)
+    # z = log2(sqrt(w h)), r = log2(h / w)
+    torch.testing.assert_close(xyzr[1, 2:], torch.tensor([4.0, 2.0]))
+    moved = refine_xyzr(xyzr, torch.tensor([[1., 0., 0., 0.]] * 2))
+    torch.testing.assert_close(moved[:, 0] - xyzr[:, 0], 2**xyzr[:, 2])
+
+
+def test_position_embedding_shape_and_values():
+    pe = position_embedding(torch.tensor([[[1000., 0., 0., 0.]]]), 8)
+    assert pe.shape == (1, 1, 32)
+    torch.testing.assert_close(pe[0, 0, 0], torch.sin(torch.tensor(1.)))
+    torch.testing.assert_close(pe[0, 0, 1], torch.cos(torch.tensor(1.)))
+
+
+def test_level_weights_peak_at_matching_stride():
+    w = level_weights(torch.tensor([2.0, 5.0]), [4, 8, 16, 32])
+    torch.testing.assert_close(w.sum(-1), torch.ones(2))
+    assert w.argmax(-1).tolist() == [0, 3]
+
+
+def test_sample_3d_reads_each_group_channels_at_the_point():
+    # one level, stride 1: the feature value is its own x coordinate for
+    # group 0 and its y coordinate for group 1
+    H = W = 16
+    ys, xs = torch.meshgrid(torch.arange(H),
+                            torch.arange(W), indexing='ij')
+    feat = torch.stack([xs, ys]).float()[None]  # (1, 2, H, W), G=2, c=1
+    pts = torch.tensor([[[[3.5, 7.5, 0.0], [10.5, 2.5, 0.0]]]])  # (1,1,2,3)
+    out = sample_3d(pts, [feat], [1], num_groups=2)  # (1, 1, 2, 1, 1)
+    assert out.shape == (1, 1, 2, 1, 1)
+    torch.testing.assert_close(out.flatten(), torch.tensor([3.0, 2.0]))
+
+
+def test_sampling_grid_init_covers_the_box():
+    sampling = AdaptiveSampling(content_dim=8, in_points=16, num_groups=2)
+    sampling.init_weights()
+    xyzr = xyxy_to_xyzr(torch.tensor([[[0., 0., 64., 64.]]]))
+    offset = sampling.sampling_offset_generator(torch.randn(1, 1, 8))
+    pts = make_sample_points(offset, xyzr, 32)
+    assert pts.shape == (1, 1, 32, 3)
+    xs = pts[0, 0, :16, 0].unique()
+    torch.testing.assert_close(xs, torch.tensor([8., 24., 40., 56.]))
+    torch.testing.assert_close(pts[..., 2], torch.full((1, 1, 32), 5.0))
+
+
+def test_mix_matches_reference_per_group():
+    x, M, S = torch.randn(2, 3, 2, 6, 4), torch.randn(2, 3, 2, 4, 4), \
+        torch.randn(2, 3, 2, 5, 6)
+    out = mix(x.clone(), M, S)
+    assert out.shape == (2, 3, 2, 5, 4)
+    b, n, g = 1, 2, 1
+    ref = F.relu(F.layer_norm(x[b, n, g] @ M[b, n, g], (6, 4)))
+    ref = F.relu(F.layer_norm(S[b, n, g] @ ref, (5, 4)))
+    torch.testing.assert_close(out[b, n, g], ref)
+
+
+def test_adaptive_mixing_plain_and_lors_agree_at_init_shapes():
+    plain = AdaptiveMixing(32, 32, in_points=8, out_points=16, num_groups=2,
+                           num_stages=3)
+    lors = AdaptiveMixing(32, 32, in_points=8, out_points=16, num_groups=2,
+                          num_stages=3,
+                          lorsa=dict(rank=4, num_factors=[1, 2, 3]),
+                          lorst=dict(rank=2))
+    x, q = torch.randn(2, 5, 2, 8, 16), torch.randn(2, 5, 32)
+    for m in (plain, lors):
+        assert m(x, q, stage=2).shape == (2, 5, 32)
+    # LORS: at init all stages give the same output
+    torch.testing.assert_close(lors(x, q, 0), lors(x, q, 2))

@@ -1,0 +1,537 @@
+"""End-to-end tests of tools/train.py, tools/test.py and tools/dist_train.sh.
+
+The tools are run as subprocesses (like researchers run them), on CPU
+(``CUDA_VISIBLE_DEVICES=''``), from the repository root.
+
+Everything config-specific comes from ONE fixture, :func:`train_config`.
+To point the tests at a project config, replace its body; its contract is
+documented in its docstring.
+"""
+import glob
+import json
+import os
+import os.path as osp
+import pickle
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
+TEST = osp.join(REPO_ROOT, 'tools', 'test.py')
+DIST_TRAIN = osp.join(REPO_ROOT, 'tools', 'dist_train.sh')
+DIST_TEST = osp.join(REPO_ROOT, 'tools', 'dist_test.sh')
+
+# Contract shared by the tests and the `train_config` fixture.
+MAX_ITERS = 4
+CKPT_INTERVAL = 2
+NUM_VAL_IMAGES = 4
+TIMEOUT_S = 300
+
+# ---------------------------------------------------------------------------
+# Tiny self-contained mmdet-native config (RetinaNet R-18 from scratch, 96 px)
+# ---------------------------------------------------------------------------
+TINY_RETINANET_CFG = """
+default_scope = 'mmdet'
+custom_imports = dict(imports=['lors_det'], allow_failed_imports=False)
+
+data_root = {data_root!r}
+metainfo = dict(classes={classes!r})
+img_scale = (96, 96)
+
+model = dict(
+    type='RetinaNet',
+    data_preprocessor=dict(
+        type='DetDataPreprocessor',
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
+        bgr_to_rgb=True,
+        pad_size_divisor=32),
+    backbone=dict(
+        type='ResNet',
+        depth=18,
+        num_stages=4,
+        out_indices=(0, 1, 2, 3),
+        frozen_stages=-1,
+        norm_cfg=dict(type='BN', requires_grad=True),
+        norm_eval=False,
+        style='pytorch',
+        init_cfg=None),
+    neck=dict(
+        type='FPN',
+        in_channels=[64, 128, 256, 512],
+        out_channels=32,
+        start_level=1,
+        add_extra_convs='on_input',
+        num_outs=5),
+    bbox_head=dict(
+        type='RetinaHead',
+        num_classes={num_classes},
+        in_channels=32,
+        stacked_convs=1,
+        feat_channels=32,
+        anchor_generator=dict(
+            type='AnchorGenerator',
+            octave_base_scale=2,
+            scales_per_octave=2,
+            ratios=[0.5, 1.0, 2.0],
+            strides=[8, 16, 32, 64, 128]),
+        bbox_coder=dict(
+            type='DeltaXYWHBBoxCoder',
+            target_means=[.0, .0, .0, .0],
+            target_stds=[1.0, 1.0, 1.0, 1.0]),
+        loss_cls=dict(
+            type='FocalLoss',
+            use_sigmoid=True,
+            gamma=2.0,
+            alpha=0.25,
+            loss_weight=1.0),
+        loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
+    train_cfg=dict(
+        assigner=dict(
+            type='MaxIoUAssigner',
+            pos_iou_thr=0.5,
+            neg_iou_thr=0.4,
+            min_pos_iou=0,
+            ignore_iof_thr=-1),
+        sampler=dict(type='PseudoSampler'),
+        allowed_border=-1,
+        pos_weight=-1,
+        debug=False),
+    test_cfg=dict(
+        nms_pre=100,
+        min_bbox_size=0,
+        score_thr=0.0,  # always some detections, even untrained
+        nms=dict(type='nms', iou_threshold=0.5),
+        max_per_img=20))
+
+# deterministic train pipeline (no random augmentation) so that a resumed
+# run can be compared with an uninterrupted one
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(
+        type='PackDetInputs',
+        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                   'scale_factor')),
+]
+train_dataloader = dict(
+    batch_size=2,
+    num_workers=0,
+    persistent_workers=False,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(
+        type='CocoDataset',
+        data_root=data_root,
+        metainfo=metainfo,
+        ann_file='annotations/instances_train.json',
+        data_prefix=dict(img='train/'),
+        filter_cfg=dict(filter_empty_gt=True, min_size=0),
+        pipeline=train_pipeline,
+        backend_args=None))
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=0,
+    persistent_workers=False,
+    drop_last=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type='CocoDataset',
+        data_root=data_root,
+        metainfo=metainfo,
+        ann_file='annotations/instances_val.json',
+        data_prefix=dict(img='val/'),
+        test_mode=True,
+        pipeline=test_pipeline,
+        backend_args=None))
+test_dataloader = val_dataloader
+val_evaluator = dict(
+    type='CocoMetric',
+    ann_file=data_root + 'annotations/instances_val.json',
+    metric='bbox',
+    format_only=False,
+    backend_args=None)
+test_evaluator = val_evaluator
+
+train_cfg = dict(
+    type='IterBasedTrainLoop', max_iters={max_iters}, val_interval={max_iters})
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001),
+    clip_grad=dict(max_norm=35, norm_type=2))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
+         end={max_iters}),
+]
+auto_scale_lr = dict(enable=False, base_batch_size=2)
+
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=1),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(
+        type='CheckpointHook', interval={ckpt_interval}, by_epoch=False),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    visualization=dict(type='DetVisualizationHook'))
+# nccl on purpose: the tools must switch to gloo for CPU distributed runs
+env_cfg = dict(
+    cudnn_benchmark=False,
+    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+    dist_cfg=dict(backend='nccl'))
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(
+    type='DetLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+log_processor = dict(type='LogProcessor', window_size=1, by_epoch=False)
+log_level = 'INFO'
+load_from = None
+resume = False
+randomness = dict(seed=0)
+"""
+
+
+@pytest.fixture(scope='module')
+def train_config(tmp_path_factory):
+    """Path of the config file every test in this module trains/tests with.
+
+    THE swap point: to run these tests on a project config, make this
+    fixture write a small derived config (``_base_ = [<project config>]``
+    plus data/iteration overrides) and return its path. Contract:
+
+    * trains with ``IterBasedTrainLoop`` for ``MAX_ITERS`` iterations and
+      validates once at the end with a COCO bbox metric (``coco/bbox_mAP``);
+    * ``CheckpointHook`` saves every ``CKPT_INTERVAL`` iterations
+      (``iter_{CKPT_INTERVAL}.pth`` ... ``iter_{MAX_ITERS}.pth``);
+    * the test split has ``NUM_VAL_IMAGES`` images;
+    * fixed ``randomness.seed`` and a train pipeline without random
+      augmentation (the resume test compares against an uninterrupted run);
+    * small enough for a few CPU iterations (``num_workers=0``, tiny images).
+    """
+    from lors_det.datasets import SYNTHETIC_CLASSES, make_synthetic_coco
+
+    root = tmp_path_factory.mktemp('tools_e2e')
+    data_root = root / 'data'
+    make_synthetic_coco(
+        str(data_root),
+        num_train=8,
+        num_val=NUM_VAL_IMAGES,
+        img_size=64,
+        seed=0,
+        min_objects=1,
+        empty_ratio=0.0)
+    cfg_file = root / 'tiny_retinanet_r18_synthetic.py'
+    cfg_file.write_text(
+        TINY_RETINANET_CFG.format(
+            data_root=str(data_root) + '/',
+            classes=tuple(SYNTHETIC_CLASSES),
+            num_classes=len(SYNTHETIC_CLASSES),
+            max_iters=MAX_ITERS,
+            ckpt_interval=CKPT_INTERVAL))
+    return str(cfg_file)
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+def _env(extra_pythonpath=()):
+    env = dict(os.environ)
+    env['CUDA_VISIBLE_DEVICES'] = ''
+    env['PYTHON'] = sys.executable  # used by tools/dist_*.sh
+    paths = [REPO_ROOT, *extra_pythonpath]
+    if env.get('PYTHONPATH'):
+        paths.append(env['PYTHONPATH'])
+    env['PYTHONPATH'] = os.pathsep.join(paths)
+    return env
+
+
+def _run(cmd, env=None, check=True):
+    """Run `cmd` from the repo root; on timeout kill its whole process group
+    (torchrun and its workers included)."""
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO_ROOT,
+        env=env or _env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f'command timed out after {TIMEOUT_S}s: {cmd}\n'
+                    f'--- output (tail) ---\n{out[-6000:]}')
+    if check and proc.returncode != 0:
+        pytest.fail(f'command failed with exit code {proc.returncode}: '
+                    f'{cmd}\n--- output (tail) ---\n{out[-6000:]}')
+    return subprocess.CompletedProcess(cmd, proc.returncode, out)
+
+
+def _free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _load(path):
+    return torch.load(path, map_location='cpu')
+
+
+def _ckpt_iter(ckpt):
+    """Iterations done (``meta.iter``) and the message hub's 0-based index
+    of the last iteration (``runtime_info.iter``, updated before each iter)."""
+    return ckpt['meta']['iter'], ckpt['message_hub']['runtime_info']['iter']
+
+
+def _flat_tensors(obj, prefix=''):
+    """Flatten nested dict/list containers into {path: tensor}."""
+    out = {}
+    if isinstance(obj, torch.Tensor):
+        out[prefix] = obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(_flat_tensors(v, f'{prefix}/{k}'))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            out.update(_flat_tensors(v, f'{prefix}/{i}'))
+    return out
+
+
+def _assert_tensors_close(a, b, what, rtol=1e-4, atol=1e-6):
+    fa, fb = _flat_tensors(a), _flat_tensors(b)
+    assert fa.keys() == fb.keys(), f'{what}: different keys'
+    assert fa, f'{what}: no tensors to compare'
+    for k in fa:
+        if fa[k].is_floating_point():
+            torch.testing.assert_close(
+                fa[k], fb[k], rtol=rtol, atol=atol, msg=f'{what}{k}')
+        else:
+            assert torch.equal(fa[k], fb[k]), f'{what}{k}'
+
+
+def _find_metric_json(work_dir, key='coco/bbox_mAP'):
+    """Return the last metrics dict holding `key` in work_dir/*/*.json."""
+    found = None
+    for path in sorted(
+            glob.glob(osp.join(work_dir, '**', '*.json'), recursive=True)):
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                rec = json.loads(line)
+                if key in rec:
+                    found = rec
+    return found
+
+
+def _train_losses(work_dir):
+    """{iteration: loss} logged by LoggerHook in work_dir/*/vis_data/."""
+    losses = {}
+    for path in glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')):
+        with open(path) as f:
+            for line in f:
+                rec = json.loads(line)
+                if 'loss' in rec:
+                    losses[rec['iter']] = rec['loss']
+    return losses
+
+
+# ---------------------------------------------------------------------------
+# tests
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def trained(train_config, tmp_path_factory):
+    """An uninterrupted single-process training run: its work_dir."""
+    work_dir = str(tmp_path_factory.mktemp('train_full'))
+    _run([sys.executable, TRAIN, train_config, '--work-dir', work_dir])
+    return work_dir
+
+
+def test_train_then_test(train_config, trained, tmp_path):
+    for it in range(CKPT_INTERVAL, MAX_ITERS + 1, CKPT_INTERVAL):
+        assert osp.isfile(osp.join(trained, f'iter_{it}.pth'))
+    ckpt_path = osp.join(trained, f'iter_{MAX_ITERS}.pth')
+    assert _ckpt_iter(_load(ckpt_path)) == (MAX_ITERS, MAX_ITERS - 1)
+    # validation at the end of training logged a COCO metric
+    assert _find_metric_json(trained) is not None
+
+    work_dir = str(tmp_path / 'test')
+    out_pkl = str(tmp_path / 'results.pkl')
+    proc = _run([
+        sys.executable, TEST, train_config, ckpt_path, '--work-dir', work_dir,
+        '--out', out_pkl
+    ])
+    assert 'coco/bbox_mAP' in proc.stdout
+    metrics = _find_metric_json(work_dir)
+    assert metrics is not None, 'no metrics json in the test work_dir'
+    for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75'):
+        assert isinstance(metrics[key], float) and -1.0 <= metrics[key] <= 1.0
+    with open(out_pkl, 'rb') as f:
+        results = pickle.load(f)
+    assert len(results) == NUM_VAL_IMAGES
+    assert {'img_id', 'pred_instances'} <= set(results[0])
+
+
+def test_resume_auto(train_config, trained, tmp_path):
+    """Resume from the mid-run checkpoint == the uninterrupted run."""
+    # Simulate a run interrupted right after saving iter_{CKPT_INTERVAL}:
+    # a work_dir holding that checkpoint and the `last_checkpoint` pointer
+    # that CheckpointHook writes.
+    work_dir = tmp_path / 'resumed'
+    work_dir.mkdir()
+    mid = work_dir / f'iter_{CKPT_INTERVAL}.pth'
+    shutil.copy(osp.join(trained, f'iter_{CKPT_INTERVAL}.pth'), mid)
+    (work_dir / 'last_checkpoint').write_text(str(mid))
+
+    proc = _run([
+        sys.executable, TRAIN, train_config, '--work-dir',
+        str(work_dir), '--resume'
+    ])
+    assert f'resumed epoch: 0, iter: {CKPT_INTERVAL}' in proc.stdout
+    # training went on from CKPT_INTERVAL (not from scratch), with the same
+    # losses as the uninterrupted run
+    resumed_losses = _train_losses(str(work_dir))
+    full_losses = _train_losses(trained)
+    assert sorted(resumed_losses) == list(
+        range(CKPT_INTERVAL + 1, MAX_ITERS + 1))
+    for it, loss in resumed_losses.items():
+        assert loss == pytest.approx(full_losses[it], rel=1e-4), it
+    resumed = _load(work_dir / f'iter_{MAX_ITERS}.pth')
+    full = _load(osp.join(trained, f'iter_{MAX_ITERS}.pth'))
+
+    assert _ckpt_iter(resumed) == _ckpt_iter(full) == (MAX_ITERS, MAX_ITERS - 1)
+    assert resumed['meta']['seed'] == full['meta']['seed']
+    # same optimizer state (momentum buffers, lr) and scheduler state
+    assert resumed['optimizer']['param_groups'][0]['lr'] == pytest.approx(
+        full['optimizer']['param_groups'][0]['lr'])
+    _assert_tensors_close(resumed['optimizer']['state'],
+                          full['optimizer']['state'], 'optimizer state')
+    assert resumed['param_schedulers'] == full['param_schedulers']
+    _assert_tensors_close(resumed['state_dict'], full['state_dict'],
+                          'weights')
+
+
+RANK_DUMP_HOOK = '''
+import os.path as osp
+
+import torch
+import torch.distributed as dist
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class RankDumpHook(Hook):
+    """Test-only: every rank dumps its final weights and the img ids it saw."""
+    priority = 'LOWEST'
+
+    def before_train(self, runner):
+        self.img_ids = []
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        self.img_ids += [s.img_id for s in data_batch['data_samples']]
+
+    def after_train(self, runner):
+        model = runner.model
+        module = model.module if is_model_wrapper(model) else model
+        torch.save(
+            dict(
+                rank=runner.rank,
+                world_size=runner.world_size,
+                wrapper=type(model).__name__,
+                backend=dist.get_backend() if dist.is_initialized() else None,
+                img_ids=self.img_ids,
+                params={k: v.detach().clone()
+                        for k, v in module.named_parameters()}),
+            osp.join(runner.work_dir, f'rank{runner.rank}_dump.pth'))
+'''
+
+
+def test_dist_train_cpu_two_ranks(train_config, tmp_path):
+    hook_dir = tmp_path / 'hook'
+    hook_dir.mkdir()
+    (hook_dir / 'rank_dump_hook.py').write_text(RANK_DUMP_HOOK)
+    cfg = tmp_path / 'with_rank_dump.py'
+    cfg.write_text(
+        f'_base_ = [{train_config!r}]\n'
+        "custom_imports = dict(imports=['lors_det', 'rank_dump_hook'], "
+        'allow_failed_imports=False)\n'
+        "custom_hooks = [dict(type='RankDumpHook')]\n")
+    work_dir = tmp_path / 'dist'
+
+    env = _env(extra_pythonpath=[str(hook_dir)])
+    env['PORT'] = str(_free_port())
+    env['OMP_NUM_THREADS'] = '1'
+    _run(['bash', DIST_TRAIN, str(cfg), '2', '--work-dir',
+          str(work_dir)], env=env)
+
+    dumps = [_load(work_dir / f'rank{r}_dump.pth') for r in (0, 1)]
+    for r, d in enumerate(dumps):
+        assert d['rank'] == r and d['world_size'] == 2
+        assert d['backend'] == 'gloo'
+        assert d['wrapper'] == 'MMDistributedDataParallel'
+    # the ranks trained on different images ...
+    assert dumps[0]['img_ids'] != dumps[1]['img_ids']
+    # ... yet gradients were all-reduced: identical parameters
+    p0, p1 = dumps[0]['params'], dumps[1]['params']
+    assert p0.keys() == p1.keys() and p0
+    for k in p0:
+        assert torch.equal(p0[k], p1[k]), f'rank params differ: {k}'
+    # rank 0 saved the checkpoint, holding those weights
+    ckpt = _load(work_dir / f'iter_{MAX_ITERS}.pth')
+    assert _ckpt_iter(ckpt) == (MAX_ITERS, MAX_ITERS - 1)
+    for k in p0:
+        assert torch.equal(ckpt['state_dict'][k], p0[k]), k
+    assert _find_metric_json(str(work_dir)) is not None
+
+    # distributed test on the 2-rank checkpoint
+    env['PORT'] = str(_free_port())
+    test_dir = tmp_path / 'dist_test'
+    proc = _run([
+        'bash', DIST_TEST,
+        str(cfg),
+        str(work_dir / f'iter_{MAX_ITERS}.pth'), '2', '--work-dir',
+        str(test_dir)
+    ], env=env)
+    assert 'coco/bbox_mAP' in proc.stdout
+    # Not the metrics json here: mmengine 0.10.7's LoggerHook.after_test_epoch
+    # dumps it from every rank to the same path (a write race, GPU or not).
+    logs = glob.glob(str(test_dir / '*' / '*.log'))
+    assert logs and 'coco/bbox_mAP' in open(logs[0]).read()
+
+
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_missing_config(tool, tmp_path):
+    missing = str(tmp_path / 'no_such_config.py')
+    cmd = [sys.executable, TRAIN, missing] if tool == 'train' else \
+        [sys.executable, TEST, missing, str(tmp_path / 'x.pth')]
+    proc = _run(cmd, check=False)
+    assert proc.returncode != 0
+    assert missing in proc.stdout
+    assert 'does not exist' in proc.stdout
+
+
+def test_missing_checkpoint(train_config, tmp_path):
+    missing = str(tmp_path / 'no_such_checkpoint.pth')
+    proc = _run([sys.executable, TEST, train_config, missing], check=False)
+    assert proc.returncode != 0
+    assert missing in proc.stdout
+    assert 'checkpoint' in proc.stdout and 'does not exist' in proc.stdout
