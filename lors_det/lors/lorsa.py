@@ -131,17 +131,25 @@ class LORSAGenerator(nn.Module):
 
     def private_matrices(self, query: torch.Tensor,
                          layer: int) -> List[torch.Tensor]:
-        """Private part of ``layer``: list of (B, N, G, m_j, n_j)."""
+        """Private part of ``layer``: list of (B, N, G, m_j, n_j).
+
+        ``sum_k L_k Z_k R_k`` is computed as ``[L_1 .. L_K] @ [Z_1 R_1; ..;
+        Z_K R_K]``: the sum over k happens inside one matmul, so no
+        (B, N, G, K, m, n) tensor is ever materialised.
+        """
         B, N, _ = query.shape
         G, K, r = self.num_groups, self.num_factors[layer], self.rank
         cores = self.private_generators[layer](query)
-        cores = cores.view(B * N, len(self.matrix_shapes), G * K, r, r)
+        cores = cores.view(B * N, len(self.matrix_shapes), G, K, r, r)
         out = []
         for j, (m, n) in enumerate(self.matrix_shapes):
-            left = self.left_factors[j][layer]  # (G*K, m, r)
-            right = self.right_factors[j][layer]  # (G*K, r, n)
-            delta = left @ cores[:, j] @ right  # (B*N, G*K, m, n)
-            out.append(delta.view(B, N, G, K, m, n).sum(3))
+            # (G*K, m, r) -> (G, m, K*r), columns ordered (k, r)
+            left = self.left_factors[j][layer].view(G, K, m, r).transpose(
+                1, 2).reshape(G, m, K * r)
+            right = self.right_factors[j][layer].view(G, K, r, n)
+            core_right = cores[:, j] @ right  # (B*N, G, K, r, n)
+            delta = left @ core_right.view(B * N, G, K * r, n)
+            out.append(delta.view(B, N, G, m, n))
         return out
 
     def forward(self, query: torch.Tensor, layer: int) -> List[torch.Tensor]:

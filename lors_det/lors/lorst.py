@@ -16,7 +16,7 @@ Parameter names (stable, checkpoints depend on them): ``shared_weight``,
 ``private_A.{i}``, ``private_B.{i}``, ``private_bias.{i}``.
 """
 import math
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -66,7 +66,8 @@ class LORSTLinear(nn.Module):
             nn.Parameter(torch.empty(out_features, w)) for w in widths)
         self.private_bias = nn.ParameterList(
             nn.Parameter(torch.empty(out_features)) for _ in widths)
-        self.merged_weight: Optional[torch.Tensor] = None
+        # dense (N, out, in) weights while merged; a buffer so .to() moves it
+        self.register_buffer('merged_weight', None, persistent=False)
         self.reset_parameters()
 
     @torch.no_grad()
@@ -110,6 +111,21 @@ class LORSTLinear(nn.Module):
     @property
     def merged(self) -> bool:
         return self.merged_weight is not None
+
+    @torch.no_grad()
+    def dense_state_dict(self) -> dict:
+        """Per-layer dense weights in :class:`~.stacked.StackedLinear`'s
+        layout (``layers.{i}.weight`` (out, in), ``layers.{i}.bias``), for
+        deployment without LORST."""
+        state = {}
+        for i in range(self.num_layers):
+            state[f'layers.{i}.weight'] = self.layer_weight(i).clone()
+            state[f'layers.{i}.bias'] = self.private_bias[i].clone()
+        return state
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.unmerge()  # merged weights of the old parameters are stale
+        super()._load_from_state_dict(*args, **kwargs)
 
     def forward(self, x: torch.Tensor, layer: int) -> torch.Tensor:
         """Apply layer ``layer``: (..., in) -> (..., out)."""

@@ -38,8 +38,20 @@ def mix(x: torch.Tensor, M: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
         S (Tensor): (B, N, G, P_out, P_in) spatial mixing matrices.
 
     Returns:
-        Tensor: (B, N, G, P_out, c).
+        Tensor: (B, N, G, P_out, c), float32.
+
+    Under autocast (``--amp``) the mixing runs in float32: the per-query
+    matrices are unnormalised generator outputs and each product sums over
+    up to 128 terms before the LayerNorm, so half precision risks overflow
+    and loses the small private low-rank terms; the generator matmuls (the
+    bulk of the FLOPs) still run in half precision.
     """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return _mix_fp32(x.float(), M.float(), S.float())
+
+
+def _mix_fp32(x: torch.Tensor, M: torch.Tensor,
+              S: torch.Tensor) -> torch.Tensor:
     out = x @ M
     out = F.relu(F.layer_norm(out, out.shape[-2:]), inplace=True)
     out = S @ out
@@ -101,6 +113,20 @@ class AdaptiveMixing(nn.Module):
                                         **lorst)
         self.norms = nn.ModuleList(
             nn.LayerNorm(content_dim) for _ in range(num_stages))
+
+    @property
+    def mergeable(self) -> bool:
+        """True when the output linear is LORST (foldable per stage)."""
+        return isinstance(self.out_proj, LORSTLinear)
+
+    def merge(self) -> None:
+        """Fold LORST into dense per-stage weights (inference only)."""
+        if self.mergeable and not self.out_proj.merged:
+            self.out_proj.merge()
+
+    def unmerge(self) -> None:
+        if self.mergeable:
+            self.out_proj.unmerge()
 
     def forward(self, x: torch.Tensor, query: torch.Tensor,
                 stage: int) -> torch.Tensor:

@@ -41,7 +41,9 @@ class AdaMixerDecoder(BaseModule):
             ``lorst``, ``out_proj_lorita`` (None everywhere: AdaMixer).
         loss_cls, loss_bbox, loss_iou (dict): loss configs.
         train_cfg (dict): ``assigner`` config.
-        test_cfg (dict): ``max_per_img`` (default: number of queries).
+        test_cfg (dict): ``max_per_img`` (default: number of queries) and
+            ``merge_lors`` (fold LORST into dense per-stage weights before
+            inference; same outputs, fewer matmuls; undone by training).
 
     Parameter names: ``stages.{i}.*`` (per stage), ``mixing.*`` (the
     stack of mixings, shared parts owned once here).
@@ -121,6 +123,7 @@ class AdaMixerDecoder(BaseModule):
              query: torch.Tensor,
              batch_data_samples: SampleList) -> Dict[str, torch.Tensor]:
         """Deep supervision: ``s{i}.loss_cls/loss_bbox/loss_iou`` per stage."""
+        self.mixing.unmerge()  # merged weights would go stale while training
         losses = {}
         for i, (cls_score, boxes) in enumerate(
                 self.forward(features, xyzr, query)):
@@ -139,6 +142,8 @@ class AdaMixerDecoder(BaseModule):
             pixels when ``rescale``, ``scores`` (k,), ``labels`` (k,), with
             k = ``test_cfg.max_per_img`` (default: all N queries).
         """
+        if self.test_cfg.get('merge_lors', False):
+            self.mixing.merge()
         cls_score, boxes = self.forward(features, xyzr, query)[-1]
         B, N, K = cls_score.shape
         scores = cls_score.sigmoid().flatten(1)  # (B, N * K)

@@ -17,6 +17,15 @@ from ..layers import FFN, AdaptiveSampling, position_embedding, xyzr_to_xyxy
 Mixing = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def _autocast_dtype(x: torch.Tensor):
+    """The dtype autocast computes linears in for ``x``'s device, or None."""
+    if x.is_cuda and torch.is_autocast_enabled():
+        return torch.get_autocast_gpu_dtype()
+    if not x.is_cuda and torch.is_autocast_cpu_enabled():
+        return torch.get_autocast_cpu_dtype()
+    return None
+
+
 def _branch(dim: int, num_fcs: int) -> nn.Sequential:
     """``num_fcs`` x (Linear, LayerNorm, ReLU)."""
     layers = []
@@ -99,6 +108,7 @@ class AdaMixerDecoderStage(nn.Module):
         bias = log_iof[:, None] * self.iof_tau.view(1, -1, 1, 1)
         bias = bias.flatten(0, 1)  # (B * heads, N, N), batch-major
         x = query + pe
+        bias = bias.to(_autocast_dtype(x) or x.dtype)  # mask dtype = q dtype
         attn, _ = self.attention(x, x, x, attn_mask=bias, need_weights=False)
         return self.attention_norm(x + attn)
 

@@ -58,6 +58,8 @@ class SetCriterion(nn.Module):
             boxes (Tensor): (B, N, 4) xyxy boxes in pixels.
             batch_data_samples (list[DetDataSample]): with ``gt_instances``.
         """
+        # losses and matching in float32, also under autocast
+        cls_score, boxes = cls_score.float(), boxes.float()
         B, N, K = cls_score.shape
         labels = cls_score.new_full((B, N), self.num_classes, dtype=torch.long)
         pred_pos, gt_pos, whwh_pos = [], [], []
