@@ -1,0 +1,29 @@
+"""tools/analysis/benchmark.py runs end to end (correctness, not timing)."""
+import json
+import subprocess
+import sys
+
+from conftest import REPO, SYNTHETIC
+
+
+def test_benchmark_json_reports_every_phase_and_the_merged_variant():
+    cfg = SYNTHETIC['lors']
+    out = subprocess.run(
+        [sys.executable, 'tools/analysis/benchmark.py', cfg, cfg + ':merged',
+         '--json', '--shape', '64', '64', '--warmup', '0', '--repeats', '1'],
+        cwd=REPO, capture_output=True, text=True, check=True)
+    results = json.loads(out.stdout)
+    assert [r['merged'] for r in results] == [False, True]
+    for r in results:
+        for phase in ('forward', 'train', 'infer'):
+            assert r[phase]['ms'] > 0
+        assert r['decoder_shared'] > 0 and r['decoder_private'] > 0
+        # AdamW keeps two tensors per parameter
+        assert r['optim_state_mb'] * 2**20 == 2 * 4 * r['decoder_params']
+
+
+def test_benchmark_rejects_a_missing_config():
+    out = subprocess.run(
+        [sys.executable, 'tools/analysis/benchmark.py', 'nope.py'],
+        cwd=REPO, capture_output=True, text=True)
+    assert out.returncode != 0 and 'nope.py' in out.stderr

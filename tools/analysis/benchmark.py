@@ -1,0 +1,263 @@
+"""Speed and memory of the decoder (optionally the whole detector) at COCO
+shapes, for several configs side by side.
+
+    python tools/analysis/benchmark.py CONFIG[:merged] [CONFIG ...]
+        [--device cpu|cuda] [--amp] [--json] [--whole-model]
+        [--batch 2] [--shape 800 1333] [--warmup 2] [--repeats 5]
+
+Decoder numbers use random neck features of an HxW image (strides 4-32, C
+channels), the config's queries and random ground truth (10 boxes per
+image), so no backbone or data is needed. Phases: ``forward`` (training
+mode, with autograd), ``train`` (loss + backward + grad clip + AdamW step)
+and ``infer`` (eval, no grad, top-k post-processing). ``:merged`` after a
+config folds LORST into dense per-stage weights for ``infer``.
+
+Each config runs in its own subprocess so peak memory is its own: CUDA
+``max_memory_allocated``; CPU the growth of the resident set's high-water
+mark (reset through /proc/self/clear_refs) over the phase. Times are the
+median over ``--repeats`` after ``--warmup`` runs, with min and max.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+STRIDES = (4, 8, 16, 32)
+
+
+def rss_mb(field: str) -> float:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f'{field} not in /proc/self/status')
+
+
+class PeakMemory:
+    """Peak memory growth (MB) while the block runs."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.start = torch.cuda.memory_allocated() / 2**20
+        else:
+            with open('/proc/self/clear_refs', 'w') as f:
+                f.write('5')  # reset VmHWM to the current RSS
+            self.start = rss_mb('VmRSS')
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            peak = rss_mb('VmHWM')
+        self.mb = peak - self.start
+
+
+def timed(fn, device, warmup, repeats):
+    for _ in range(warmup):
+        fn()
+    times = []
+    with PeakMemory(device) as mem:
+        for _ in range(repeats):
+            if device.type == 'cuda':
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            fn()
+            if device.type == 'cuda':
+                torch.cuda.synchronize()
+            times.append((time.perf_counter() - t) * 1000)
+    return dict(ms=statistics.median(times), min_ms=min(times),
+                max_ms=max(times), peak_mb=mem.mb)
+
+
+def random_batch(model, batch, shape, num_gts, device, gen):
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    H, W = shape
+    C = model.decoder.stages[0].attention.embed_dim
+    feats = [torch.randn(batch, C, -(-H // s), -(-W // s), device=device,
+                         generator=gen) for s in STRIDES]
+    samples = []
+    for _ in range(batch):
+        xy = torch.rand(num_gts, 2, device=device, generator=gen) * \
+            torch.tensor([W, H], device=device) * 0.7
+        wh = torch.rand(num_gts, 2, device=device, generator=gen) * 200 + 16
+        s = DetDataSample(metainfo=dict(img_shape=(H, W), ori_shape=(H, W),
+                                        scale_factor=(1.0, 1.0)))
+        s.gt_instances = InstanceData(
+            bboxes=torch.cat([xy, xy + wh], 1),
+            labels=torch.randint(0, 80, (num_gts, ), device=device,
+                                 generator=gen) %
+            model.decoder.stages[0].num_classes)
+        samples.append(s)
+    images = torch.randn(batch, 3, H, W, device=device, generator=gen)
+    return feats, samples, images
+
+
+def measure(spec, args):
+    """Benchmark one ``CONFIG[:merged]`` in this process."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    sys.path.insert(0, REPO)
+    import lors_det  # noqa: F401
+    from lors_det.lors import count_parameters
+    register_all_modules()
+    path, merged = (spec[:-7], True) if spec.endswith(':merged') else (spec,
+                                                                      False)
+    cfg = Config.fromfile(path)
+    cfg.model.backbone.init_cfg = None  # no download: weights do not matter
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).to(device)
+    decoder = model.decoder
+    decoder.test_cfg['merge_lors'] = merged
+    gen = torch.Generator(device=device).manual_seed(0)
+    feats, samples, images = random_batch(model, args.batch, args.shape,
+                                          args.num_gts, device, gen)
+    xyzr, query = model.query_generator([s.metainfo for s in samples])
+    query = query.detach()  # decoder inputs, as the neck features
+    dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
+    amp = torch.autocast(device.type, dtype=dtype, enabled=args.amp)
+    optim = torch.optim.AdamW(decoder.parameters(), lr=1e-5)
+
+    def forward():
+        with amp:
+            decoder(feats, xyzr, query)
+
+    def train_step(module, optimizer, loss_fn):
+        optimizer.zero_grad(set_to_none=True)
+        with amp:
+            loss = sum(loss_fn().values())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+        optimizer.step()
+
+    def infer():
+        with torch.no_grad(), amp:
+            decoder.predict(feats, xyzr, query, samples, rescale=False)
+
+    decoder.train()
+    res = dict(config=osp.relpath(path, REPO), merged=merged, amp=args.amp,
+               device=str(device), batch=args.batch, shape=list(args.shape),
+               num_queries=model.num_queries)
+    res['forward'] = timed(forward, device, args.warmup, args.repeats)
+    res['train'] = timed(
+        lambda: train_step(decoder, optim, lambda: decoder.loss(
+            feats, xyzr, query, samples)), device, args.warmup, args.repeats)
+    decoder.eval()
+    res['infer'] = timed(infer, device, args.warmup, args.repeats)
+    counts = count_parameters(decoder)
+    res['decoder_params'] = counts['total']
+    res['decoder_shared'] = counts['shared']
+    res['decoder_private'] = counts['private']
+    res['optim_state_mb'] = sum(
+        t.numel() * t.element_size() for st in optim.state.values()
+        for t in st.values() if torch.is_tensor(t)) / 2**20
+    if args.whole_model:
+        model.train()
+        whole_optim = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=1e-5)
+        res['model_train'] = timed(
+            lambda: train_step(model, whole_optim,
+                               lambda: model.loss(images, samples)),
+            device, 1, max(1, args.repeats // 2))
+        model.eval()
+
+        def model_infer():
+            with torch.no_grad(), amp:
+                model.predict(images, samples, rescale=False)
+
+        res['model_infer'] = timed(model_infer, device, 1,
+                                   max(1, args.repeats // 2))
+    return res
+
+
+def table(results):
+    base = results[0]
+    phases = ['forward', 'train', 'infer'] + (
+        ['model_train', 'model_infer'] if 'model_train' in base else [])
+    head = ['config', 'dec. params', 'optim MB'] + [
+        f'{p} ms (x)' for p in phases] + [f'{p} peak MB' for p in phases]
+    rows = []
+    for r in results:
+        name = r['config'] + (' :merged' if r['merged'] else '')
+        row = [name, f"{r['decoder_params'] / 1e6:.2f}M "
+               f"({r['decoder_params'] / base['decoder_params']:.2f}x)",
+               f"{r['optim_state_mb']:.0f}"]
+        for p in phases:
+            row.append(f"{r[p]['ms']:.0f} [{r[p]['min_ms']:.0f}-"
+                       f"{r[p]['max_ms']:.0f}] ({r[p]['ms'] / base[p]['ms']:.2f}x)")
+        row += [f"{r[p]['peak_mb']:.0f}" for p in phases]
+        rows.append(row)
+    lines = ['| ' + ' | '.join(head) + ' |',
+             '|' + '---|' * len(head)]
+    lines += ['| ' + ' | '.join(row) + ' |' for row in rows]
+    return '\n'.join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('configs', nargs='+', help='CONFIG or CONFIG:merged')
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--amp', action='store_true',
+                        help='autocast: fp16 on CUDA, bf16 on CPU')
+    parser.add_argument('--json', action='store_true')
+    parser.add_argument('--whole-model', action='store_true',
+                        help='also time the whole detector (backbone incl.)')
+    parser.add_argument('--batch', type=int, default=2)
+    parser.add_argument('--shape', type=int, nargs=2, default=(800, 1344),
+                        metavar=('H', 'W'),
+                        help='padded input size (1333 pads to 1344)')
+    parser.add_argument('--num-gts', type=int, default=10)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for spec in args.configs:
+        path = spec[:-7] if spec.endswith(':merged') else spec
+        if not osp.isfile(path):
+            parser.error(f'config file does not exist: {path}')
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda but no CUDA device is available')
+    return args
+
+
+def main():
+    args = parse_args()
+    if args.worker:
+        print(json.dumps(measure(args.configs[0], args)))
+        return
+    results = []
+    for spec in args.configs:
+        cmd = [sys.executable, __file__, spec, '--worker'] + [
+            a for a in sys.argv[1:] if a not in args.configs and a != '--json'
+        ]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode:
+            sys.exit(f'benchmark of {spec} failed:\n{out.stderr}')
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    if args.json:
+        print(json.dumps(results, indent=1))
+    else:
+        print(f'device {args.device}, amp {args.amp}, batch {args.batch}, '
+              f'input {args.shape[0]}x{args.shape[1]}, median of '
+              f'{args.repeats} [min-max] (ratio to the first config)')
+        print(table(results))
+
+
+if __name__ == '__main__':
+    main()
