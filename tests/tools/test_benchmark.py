@@ -18,8 +18,10 @@ def test_benchmark_json_reports_every_phase_and_the_merged_variant():
         for phase in ('forward', 'train', 'infer'):
             assert r[phase]['ms'] > 0
         assert r['decoder_shared'] > 0 and r['decoder_private'] > 0
-        # AdamW keeps two tensors per parameter
-        assert r['optim_state_mb'] * 2**20 == 2 * 4 * r['decoder_params']
+        # AdamW keeps two float32 moments per parameter (+ a step scalar
+        # per parameter tensor)
+        extra = r['optim_state_mb'] * 2**20 - 2 * 4 * r['decoder_params']
+        assert 0 <= extra < 4 * 1000
 
 
 def test_benchmark_rejects_a_missing_config():
