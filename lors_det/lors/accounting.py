@@ -21,6 +21,8 @@ def split_parameter_names(module: nn.Module) -> Dict[str, set]:
         for kind in ('shared', 'private'):
             for attr in getattr(sub, f'{kind}_param_names', ()):
                 owner = getattr(sub, attr)
+                if owner is None:  # e.g. use_shared=False ablations
+                    continue
                 params = [('', owner)] if isinstance(
                     owner, nn.Parameter) else owner.named_parameters()
                 for name, _ in params:

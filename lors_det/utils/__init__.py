@@ -1,3 +1,7 @@
+from .convert import convert_adamixer_state_dict, convert_lors_state_dict
 from .dist import apply_cpu_ddp_cfg, init_cpu_dist_if_needed
+from .params import json_summary, model_param_counts, param_counts
 
-__all__ = ['init_cpu_dist_if_needed', 'apply_cpu_ddp_cfg']
+__all__ = ['init_cpu_dist_if_needed', 'apply_cpu_ddp_cfg',
+           'convert_adamixer_state_dict', 'convert_lors_state_dict',
+           'param_counts', 'model_param_counts', 'json_summary']

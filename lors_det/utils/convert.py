@@ -9,43 +9,49 @@ and ``roi_head.bbox_head.{i}.*`` (decoder stage i). Our detector has
 
 Rename table (``{i}`` = stage, ``{l}``/``{k}`` = index kept as is;
 ``S = roi_head.bbox_head.{i}``, ``D = decoder.stages.{i}``,
-``X = decoder.mixing``)::
+``X = decoder.mixing``, ``Q = query_generator``, ``wb = {weight,bias}``)::
 
     both checkpoints
-      backbone.*                                  backbone.*   (unchanged)
-      neck.lateral_convs.{l}.conv.{weight,bias}   neck.lateral_convs.{l}.conv.*
-      neck.gn_out.{weight,bias}                   neck.gn_out.*
-      rpn_head.init_proposal_bboxes.weight        query_generator.init_proposal_bboxes.weight
-      rpn_head.init_content_features.weight       query_generator.init_content_features.weight
-      S.attention.attn.in_proj_weight             D.attention.in_proj_weight
-      S.attention.attn.in_proj_bias               D.attention.in_proj_bias
-      S.attention.attn.out_proj.{weight,bias}     D.attention.out_proj.*
-      S.attention_norm.*, S.ffn_norm.*            D.attention_norm.*, D.ffn_norm.*
-      S.iof_tau                                   D.iof_tau
-      S.ffn.layers.0.0.{weight,bias}  (mmcv FFN)  D.ffn.fc1.*
-      S.ffn.layers.1.{weight,bias}                D.ffn.fc2.*
-      S.cls_fcs.{k}.*, S.reg_fcs.{k}.*            D.cls_fcs.{k}.*, D.reg_fcs.{k}.*
-      S.fc_cls.*, S.fc_reg.*                      D.fc_cls.*, D.fc_reg.*
+      backbone.*                            backbone.*  (unchanged)
+      neck.lateral_convs.{l}.conv.wb        neck.lateral_convs.{l}.conv.wb
+      neck.gn_out.wb                        neck.gn_out.wb
+      rpn_head.init_proposal_bboxes.weight  Q.init_proposal_bboxes.weight
+      rpn_head.init_content_features.weight Q.init_content_features.weight
+      S.attention.attn.in_proj_weight       D.attention.in_proj_weight
+      S.attention.attn.in_proj_bias         D.attention.in_proj_bias
+      S.attention.attn.out_proj.wb          D.attention.out_proj.wb
+      S.attention_norm.wb, S.ffn_norm.wb    D.attention_norm.wb, D.ffn_norm.wb
+      S.iof_tau                             D.iof_tau
+      S.ffn.layers.0.0.wb  (mmcv FFN)       D.ffn.fc1.wb
+      S.ffn.layers.1.wb                     D.ffn.fc2.wb
+      S.cls_fcs.{k}.wb, S.reg_fcs.{k}.wb    D.cls_fcs.{k}.wb, D.reg_fcs.{k}.wb
+      S.fc_cls.wb, S.fc_reg.wb              D.fc_cls.wb, D.fc_reg.wb
 
-    AdaMixer only (the mixing lives in every stage; T = S.sampling_n_mixing)
-      T.sampling_offset_generator.0.*             D.sampling.sampling_offset_generator.*
-      T.adaptive_mixing.parameter_generator.0.*   X.generator.layers.{i}.*
-      T.adaptive_mixing.out_proj.*                X.out_proj.layers.{i}.*
-      T.norm.*                                    X.norms.{i}.*
+    AdaMixer only (mixing inside every stage; T = S.sampling_n_mixing)
+      T.sampling_offset_generator.0.wb
+                                 D.sampling.sampling_offset_generator.wb
+      T.adaptive_mixing.parameter_generator.0.wb
+                                            X.generator.layers.{i}.wb
+      T.adaptive_mixing.out_proj.wb         X.out_proj.layers.{i}.wb
+      T.norm.wb                             X.norms.{i}.wb
 
     LORS only (one roi_head.adaptive_mixing = A for all stages)
-      S.sampling.sampling_offset_generator.0.*    D.sampling.sampling_offset_generator.*
-      A.common_parameter_generator.*              X.generator.shared_generator.*
-      A.private_parameter_generator.{i}.*         X.generator.private_generators.{i}.*
-      A.ml_parameters.{i}   (G*K_i, c, r)         X.generator.left_factors.0.{i}
-      A.mr_parameters.{i}   (G*K_i, r, c)         X.generator.right_factors.0.{i}
-      A.sl_parameters.{i}   (G*K_i, P_out, r)     X.generator.left_factors.1.{i}
-      A.sr_parameters.{i}   (G*K_i, r, P_in)      X.generator.right_factors.1.{i}
-      A.base_out_proj.weight (C, G*P_out*c)       X.out_proj.shared_weight
-      A.out_weight_add_A.{i} (r_o, G*P_out*c)     X.out_proj.private_A.{i}
-      A.out_weight_add_B.{i} (C, r_o)             X.out_proj.private_B.{i}
-      A.out_weight_bias.{i}  (C,)                 X.out_proj.private_bias.{i}
-      A.out_norm.{i}.*                            X.norms.{i}.*
+      S.sampling.sampling_offset_generator.0.wb
+                                 D.sampling.sampling_offset_generator.wb
+      A.common_parameter_generator.wb       X.generator.shared_generator.wb
+      A.private_parameter_generator.{i}.wb
+                                 X.generator.private_generators.{i}.wb
+      A.ml_parameters.{i}  (G*K_i, c, r)    X.generator.left_factors.0.{i}
+      A.mr_parameters.{i}  (G*K_i, r, c)    X.generator.right_factors.0.{i}
+      A.sl_parameters.{i}  (G*K_i, P_out, r)
+                                            X.generator.left_factors.1.{i}
+      A.sr_parameters.{i}  (G*K_i, r, P_in) X.generator.right_factors.1.{i}
+      A.base_out_proj.weight (C, G*P_out*c) X.out_proj.shared_weight
+      A.out_weight_add_A.{i} (r_o, G*P_out*c)
+                                            X.out_proj.private_A.{i}
+      A.out_weight_add_B.{i} (C, r_o)       X.out_proj.private_B.{i}
+      A.out_weight_bias.{i}  (C,)           X.out_proj.private_bias.{i}
+      A.out_norm.{i}.wb                     X.norms.{i}.wb
 
 Only names change; every tensor is copied as is, because the layouts agree
 (checked against the official code):
@@ -131,7 +137,8 @@ LORS_RULES: Rules = COMMON_RULES + (
      r'decoder.mixing.generator.left_factors.1.\1'),
     (_MIX + r'sr_parameters\.(\d+)$',
      r'decoder.mixing.generator.right_factors.1.\1'),
-    (_MIX + r'base_out_proj\.weight$', r'decoder.mixing.out_proj.shared_weight'),
+    (_MIX + r'base_out_proj\.weight$',
+     r'decoder.mixing.out_proj.shared_weight'),
     (_MIX + r'out_weight_add_A\.(\d+)$',
      r'decoder.mixing.out_proj.private_A.\1'),
     (_MIX + r'out_weight_add_B\.(\d+)$',

@@ -1,8 +1,7 @@
 import pytest
 import torch
-import torch.nn as nn
 
-from lors_det.lors import LoRITaLinear, TiedFFN, rank_for_energy, svd_truncate
+from lors_det.lors import LoRITaLinear, rank_for_energy, svd_truncate
 from lors_det.models.layers import FFN
 
 

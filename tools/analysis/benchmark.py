@@ -19,7 +19,6 @@ median over ``--repeats`` after ``--warmup`` runs, with min and max.
 """
 import argparse
 import json
-import os
 import os.path as osp
 import statistics
 import subprocess

@@ -1,8 +1,11 @@
-"""Convert an official AdaMixer+LORS checkpoint (li-jl16/LORS, mmdet 2.x) to lors_det keys.
+r"""Convert an official AdaMixer+LORS checkpoint (li-jl16/LORS) to lors_det.
+
+The source is an mmdet 2.x checkpoint of the official code.
 
 Usage::
 
-    python tools/model_converters/lors_to_lors_det.py SRC DST [--config CONFIG]
+    python tools/model_converters/lors_to_lors_det.py \
+        SRC DST [--config CONFIG]
 
 Loads SRC (``torch.load(SRC, map_location='cpu')``; its ``state_dict`` or
 the dict itself), renames every key (table and layout checks:
