@@ -10,7 +10,16 @@ _base_ = [
 # total batch of 16 (8 GPUs x 2 images); schedule_1x gives the 500-iteration
 # linear warm-up and the x0.1 steps at epochs 8 and 11.
 optim_wrapper = dict(
+    # stops with the loss name and iteration on NaN/inf (docs/reliability.md)
+    type='NonFiniteCheckOptimWrapper',
     optimizer=dict(
         _delete_=True, type='AdamW', lr=2.5e-5, weight_decay=1e-4),
     clip_grad=dict(max_norm=1.0, norm_type=2))
 auto_scale_lr = dict(base_batch_size=16)
+
+# annotation files checked before training (clear errors, degenerate boxes
+# dropped with a warning); checkpoints written atomically
+train_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
+val_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
+test_dataloader = val_dataloader
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -89,16 +89,44 @@ class LoRITaLinear(nn.Module):
         self.factors = nn.ParameterList(
             [nn.Parameter(right), nn.Parameter(left)])
 
+    def is_valid_chain(self, shapes) -> bool:
+        """Whether factor ``shapes`` (applied first to last) map
+        ``in_features`` to ``out_features``: ``(d_1, in), (d_2, d_1), ...,
+        (out, d_{N-1})``."""
+        shapes = [tuple(s) for s in shapes]
+        return (len(shapes) > 0 and all(len(s) == 2 for s in shapes)
+                and shapes[0][1] == self.in_features
+                and shapes[-1][0] == self.out_features
+                and all(shapes[k + 1][1] == shapes[k][0]
+                        for k in range(len(shapes) - 1)))
+
+    def adopt_factor_shapes(self, shapes) -> bool:
+        """Re-create the factors (uninitialised, same device and dtype) with
+        ``shapes`` if they differ from the current ones and form a valid
+        chain (:meth:`is_valid_chain`); returns whether they changed."""
+        shapes = [tuple(s) for s in shapes]
+        if shapes == [tuple(w.shape) for w in self.factors] or \
+                not self.is_valid_chain(shapes):
+            return False
+        ref = self.bias
+        self.factors = nn.ParameterList(
+            nn.Parameter(torch.empty(s, device=ref.device, dtype=ref.dtype))
+            for s in shapes)
+        return True
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # A compressed checkpoint has fewer/smaller factors: adopt its shapes
-        keys = sorted((k for k in state_dict if k.startswith(prefix +
-                                                             'factors.')),
-                      key=lambda k: int(k[len(prefix + 'factors.'):]))
-        shapes = [tuple(state_dict[k].shape) for k in keys]
-        if keys and shapes != [tuple(w.shape) for w in self.factors]:
-            dev = self.bias.device
-            self.factors = nn.ParameterList(
-                nn.Parameter(torch.empty(s, device=dev)) for s in shapes)
+        # A compressed checkpoint has fewer/smaller factors: adopt its shapes.
+        # Only shapes that chain from in_features to out_features (and keys
+        # factors.0 .. factors.{n-1}) are adopted; anything else (e.g. a
+        # checkpoint of a layer of another size) is left to the usual
+        # size-mismatch / missing / unexpected key errors instead of being
+        # adopted silently and failing at the first forward.
+        head = prefix + 'factors.'
+        index = {int(k[len(head):]): k for k in state_dict
+                 if k.startswith(head) and k[len(head):].isdigit()}
+        if index and sorted(index) == list(range(len(index))):
+            self.adopt_factor_shapes(
+                [state_dict[index[i]].shape for i in range(len(index))])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:

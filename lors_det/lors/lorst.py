@@ -55,7 +55,8 @@ class LORSTLinear(nn.Module):
         self.ranks = per_layer('rank', rank, num_layers)
         self.num_factors = per_layer('num_factors', num_factors, num_layers)
         for i, r in enumerate(self.ranks):
-            check_rank(f'rank[{i}]', r, in_features, out_features)
+            name = 'rank' if isinstance(rank, int) else f'rank[{i}]'
+            check_rank(name, r, in_features, out_features)
         self.shared_weight = nn.Parameter(
             torch.empty(out_features, in_features)) if use_shared else None
         widths = [k * r if use_private else 0

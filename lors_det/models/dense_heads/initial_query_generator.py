@@ -34,6 +34,7 @@ class InitialQueryGenerator(nn.Module):
             raise ValueError(
                 f'num_queries must be positive, got {num_queries}')
         self.num_queries = num_queries
+        self.content_dim = content_dim
         self.init_proposal_bboxes = nn.Embedding(num_queries, 4)
         self.init_content_features = nn.Embedding(num_queries, content_dim)
         self.init_proposal_bboxes.weight.requires_grad_(False)

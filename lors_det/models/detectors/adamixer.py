@@ -36,6 +36,24 @@ class AdaMixer(BaseDetector):
         self.query_generator = MODELS.build(query_generator)
         self.decoder = MODELS.build(
             dict(decoder, train_cfg=train_cfg, test_cfg=test_cfg))
+        self._check_consistency()
+
+    def _check_consistency(self) -> None:
+        """Neck, queries and decoder must agree on C and the levels."""
+        C = self.decoder.content_dim
+        for name, value in (
+                ('neck.out_channels', self.neck.out_channels),
+                ('query_generator.content_dim',
+                 self.query_generator.content_dim)):
+            if value != C:
+                raise ValueError(f'{name}={value} but decoder.content_dim='
+                                 f'{C}; they must be equal')
+        levels = len(self.neck.lateral_convs)
+        strides = self.decoder.featmap_strides
+        if len(strides) != levels:
+            raise ValueError(
+                f'decoder.featmap_strides={strides} has {len(strides)} '
+                f'entries but the neck outputs {levels} levels')
 
     @property
     def num_queries(self) -> int:

@@ -18,6 +18,7 @@ stage's own. The matrices come from ``generator`` and the output linear from
 The module is owned once by the decoder and called with the stage index;
 nothing is deep-copied per stage.
 """
+from contextlib import contextmanager
 from typing import Optional
 
 import torch
@@ -27,6 +28,15 @@ from mmdet.registry import MODELS
 
 from ...lors import (LORSAGenerator, LORSTLinear, StackedGenerator,
                      StackedLinear)
+
+
+@contextmanager
+def _name_errors(block: str):
+    """Prefix argument errors with the config block they come from."""
+    try:
+        yield
+    except (TypeError, ValueError) as e:
+        raise type(e)(f'{block}: {e}') from None
 
 
 def mix(x: torch.Tensor, M: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
@@ -99,8 +109,10 @@ class AdaptiveMixing(nn.Module):
             self.generator = StackedGenerator(content_dim, shapes, num_groups,
                                               num_stages)
         else:
-            self.generator = LORSAGenerator(content_dim, shapes, num_groups,
-                                            num_stages, **lorsa)
+            with _name_errors('mixing.lorsa'):
+                self.generator = LORSAGenerator(content_dim, shapes,
+                                                num_groups, num_stages,
+                                                **lorsa)
         mixed = num_groups * out_points * c
         if lorst is None:
             self.out_proj = StackedLinear(mixed, content_dim, num_stages,
@@ -109,8 +121,9 @@ class AdaptiveMixing(nn.Module):
             raise ValueError('AdaptiveMixing: lorst and out_proj_lorita both '
                              'set; choose one for the output linear')
         else:
-            self.out_proj = LORSTLinear(mixed, content_dim, num_stages,
-                                        **lorst)
+            with _name_errors('mixing.lorst'):
+                self.out_proj = LORSTLinear(mixed, content_dim, num_stages,
+                                            **lorst)
         self.norms = nn.ModuleList(
             nn.LayerNorm(content_dim) for _ in range(num_stages))
 

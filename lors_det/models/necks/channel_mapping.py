@@ -34,6 +34,7 @@ class ChannelMapping(BaseModule):
         if out_channels % num_groups:
             raise ValueError(f'GroupNorm groups={num_groups} must divide '
                              f'out_channels={out_channels}')
+        self.out_channels = out_channels
         self.lateral_convs = nn.ModuleList(
             ConvModule(c, out_channels, 1, act_cfg=None, inplace=False)
             for c in in_channels)

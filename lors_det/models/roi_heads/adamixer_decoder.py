@@ -14,6 +14,7 @@ from mmdet.structures import SampleList
 from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 
+from ...lors.checks import check_positive
 from ..layers import AdaptiveMixing, refine_xyzr, xyzr_to_xyxy
 from .adamixer_decoder_stage import AdaMixerDecoderStage
 from .set_criterion import SetCriterion
@@ -64,8 +65,17 @@ class AdaMixerDecoder(BaseModule):
                  test_cfg: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg)
-        if num_stages <= 0:
-            raise ValueError(f'num_stages must be positive, got {num_stages}')
+        for name, value in (('num_classes', num_classes),
+                            ('num_stages', num_stages),
+                            ('content_dim', content_dim),
+                            ('num_groups', num_groups),
+                            ('in_points', in_points),
+                            ('out_points', out_points)):
+            check_positive(f'decoder.{name}', value)
+        if content_dim % num_groups:
+            raise ValueError(
+                f'decoder.num_groups={num_groups} must divide '
+                f'decoder.content_dim={content_dim}')
         weights = [1.0] * num_stages if stage_loss_weights is None else list(
             stage_loss_weights)
         if len(weights) != num_stages:
@@ -73,6 +83,7 @@ class AdaMixerDecoder(BaseModule):
                 f'stage_loss_weights has {len(weights)} entries but '
                 f'num_stages={num_stages}')
         self.num_stages = num_stages
+        self.content_dim = content_dim
         self.stage_loss_weights = weights
         self.featmap_strides = list(featmap_strides)
         self.test_cfg = test_cfg or {}

@@ -1,0 +1,138 @@
+"""Config values out of range and misspelled option names fail when the
+model is built (before data loading and training), naming the field.
+
+Models are built from the shipped synthetic configs with one override each.
+Values that only make sense together (the neck's, the queries' and the
+decoder's widths; strides per neck level) are checked by the detector.
+"""
+import copy
+import functools
+
+import pytest
+from mmdet.registry import MODELS
+from mmengine.config import Config
+
+from .helpers import ADAMIXER_CFG, LORS_CFG
+
+LORS_OK = dict(lorsa=dict(rank=8, num_factors=[1, 1, 2, 2, 3, 3]),
+               lorst=dict(rank=4, num_factors=1))
+
+
+def _lors(lorsa=None, lorst=None):
+    mixing = {k: dict(v) for k, v in LORS_OK.items()}
+    mixing['lorsa'].update(lorsa or {})
+    mixing['lorst'].update(lorst or {})
+    return mixing
+
+
+@functools.lru_cache(maxsize=None)
+def _config(base):
+    cfg = Config.fromfile(base)
+    # a thinner backbone: faster to build, irrelevant to the checks
+    cfg.model.backbone.base_channels = 16
+    cfg.model.neck.in_channels = [16, 32, 64, 128]
+    return cfg
+
+
+def _build(base, decoder=None, **model_parts):
+    cfg = copy.deepcopy(_config(base))
+    for key, value in (decoder or {}).items():
+        if key == 'mixing':
+            cfg.model.decoder[key] = value  # replace, not merge
+        elif isinstance(value, dict) and isinstance(
+                cfg.model.decoder.get(key), dict):
+            cfg.model.decoder[key].update(value)
+        else:
+            cfg.model.decoder[key] = value
+    for part, value in model_parts.items():
+        cfg.model[part].update(value)
+    return MODELS.build(cfg.model)
+
+
+CLEAR = {
+    # id: (config, decoder overrides, other model overrides, exception,
+    #      strings the message must contain)
+    'lorsa-rank-larger-than-matrix':
+    (LORS_CFG, dict(mixing=_lors(lorsa=dict(rank=1000))), {}, ValueError,
+     ['rank=1000', 'larger than the matrix']),
+    'lorst-rank-larger-than-matrix':
+    (LORS_CFG, dict(mixing=_lors(lorst=dict(rank=1000))), {}, ValueError,
+     ['rank', '1000', 'larger than the matrix']),
+    'lorsa-rank-zero': (LORS_CFG, dict(mixing=_lors(lorsa=dict(rank=0))), {},
+                        ValueError, ['rank must be a positive integer']),
+    'lorsa-K-list-length':
+    (LORS_CFG, dict(mixing=_lors(lorsa=dict(num_factors=[1, 2]))), {},
+     ValueError, ['num_factors has 2 entries', 'num_stages']),
+    'lorst-K-list-length':
+    (LORS_CFG, dict(mixing=_lors(lorst=dict(num_factors=[1, 2, 3]))), {},
+     ValueError, ['num_factors has 3 entries', 'num_stages']),
+    'K-zero':
+    (LORS_CFG, dict(mixing=_lors(lorsa=dict(num_factors=[0, 1, 2, 2, 3, 3]))),
+     {}, ValueError, ['num_factors[0] must be a positive integer']),
+    'groups-not-dividing-content-dim':
+    (ADAMIXER_CFG, dict(num_groups=3), {}, ValueError,
+     ['num_groups=3', 'divide']),
+    'groups-zero': (ADAMIXER_CFG, dict(num_groups=0), {}, ValueError,
+                    ['decoder.num_groups', 'got 0']),
+    'out-points-negative': (ADAMIXER_CFG, dict(out_points=-1), {}, ValueError,
+                            ['decoder.out_points', 'got -1']),
+    'heads-not-dividing-content-dim':
+    (ADAMIXER_CFG, dict(stage=dict(num_heads=3)), {}, ValueError,
+     ['num_heads=3', 'content_dim=64']),
+    'num-stages-zero': (ADAMIXER_CFG, dict(num_stages=0), {}, ValueError,
+                        ['decoder.num_stages', 'got 0']),
+    'stage-loss-weights-length':
+    (ADAMIXER_CFG, dict(stage_loss_weights=[1.0]), {}, ValueError,
+     ['stage_loss_weights has 1 entries', 'num_stages=6']),
+    'num-queries-zero': (ADAMIXER_CFG, {}, dict(
+        query_generator=dict(num_queries=0)), ValueError, ['num_queries']),
+    # misspelled option names
+    'typo-in-lorsa': (LORS_CFG, dict(mixing=dict(lorsa=dict(rnak=8))), {},
+                      TypeError, ["'rnak'"]),
+    'typo-in-mixing': (ADAMIXER_CFG, dict(mixing=dict(lorsaa=dict(rank=8))),
+                       {}, TypeError, ["'lorsaa'"]),
+    'typo-in-stage': (ADAMIXER_CFG, dict(stage=dict(num_haeds=4)), {},
+                      TypeError, ["'num_haeds'"]),
+    'typo-in-decoder': (ADAMIXER_CFG, dict(num_stage=6), {}, TypeError,
+                        ["'num_stage'"]),
+}
+
+
+@pytest.mark.parametrize('case', sorted(CLEAR))
+def test_bad_value_raises_naming_the_field(case):
+    base, decoder, parts, exc, expected = CLEAR[case]
+    with pytest.raises(exc) as info:
+        _build(base, decoder, **parts)
+    for text in expected:
+        assert text in str(info.value), str(info.value)
+
+
+def test_shipped_synthetic_configs_build():
+    _build(ADAMIXER_CFG)
+    _build(LORS_CFG)
+
+
+SHAPE_CASES = {
+    # id: (decoder overrides, other model overrides, field to be named)
+    'in-points-zero': (dict(in_points=0), {}, 'in_points'),
+    'in-points-float': (dict(in_points=16.5), {}, 'in_points'),
+    'decoder-content-dim-vs-query': (dict(content_dim=96), {}, 'content_dim'),
+    'neck-out-channels-vs-content-dim':
+    ({}, dict(neck=dict(out_channels=32)), 'out_channels'),
+    'num-classes-zero': (dict(num_classes=0), {}, 'num_classes'),
+    'featmap-strides-vs-neck-levels':
+    (dict(featmap_strides=[4, 8, 16]), {}, 'featmap_strides'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(SHAPE_CASES))
+def test_shape_and_cross_module_values_raise_naming_the_field(case):
+    decoder, parts, field = SHAPE_CASES[case]
+    with pytest.raises(ValueError, match=field):
+        _build(ADAMIXER_CFG, decoder, **parts)
+
+
+def test_reliability_options_are_checked_too():
+    from lors_det.datasets import CheckedCocoDataset
+    with pytest.raises(ValueError, match='degenerate_boxes'):
+        CheckedCocoDataset(degenerate_boxes='ignore', lazy_init=True)

@@ -1,0 +1,264 @@
+"""Bad input fails early and clearly: ``CheckedCocoDataset``.
+
+Every test starts from a copy of the synthetic COCO data, breaks one thing
+and checks that building the dataset (which the Runner does before the first
+iteration) raises an error naming the file, the offending id and what was
+expected; degenerate boxes are dropped with a warning instead.
+"""
+import copy
+import glob
+import json
+import os
+import os.path as osp
+import shutil
+
+import pytest
+from mmdet.datasets import CocoDataset
+from mmdet.registry import DATASETS
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from lors_det.datasets import CheckedCocoDataset
+from lors_det.datasets.checked_coco import DatasetWarning
+from .helpers import ADAMIXER_CFG, CLASSES
+
+ANN = 'annotations/instances_train.json'
+
+
+@pytest.fixture
+def data(synthetic_root, tmp_path):
+    """A private copy of the synthetic data and its train annotations."""
+    root = tmp_path / 'data'
+    shutil.copytree(synthetic_root, root)
+    with open(root / ANN) as f:
+        coco = json.load(f)
+    return root, coco
+
+
+def _write(root, coco, name=ANN):
+    with open(root / name, 'w') as f:
+        json.dump(coco, f)
+
+
+def _build(root, test_mode=False, type='CheckedCocoDataset', **kwargs):
+    cfg = dict(
+        type=type,
+        data_root=str(root),
+        ann_file=ANN,
+        data_prefix=dict(img='train/'),
+        metainfo=dict(classes=CLASSES),
+        filter_cfg=dict(filter_empty_gt=True, min_size=0),
+        test_mode=test_mode,
+        pipeline=[])
+    cfg.update(kwargs)
+    return DATASETS.build(cfg)
+
+
+def _raises(exc, root, *parts, **build_kwargs):
+    with pytest.raises(exc) as info:
+        _build(root, **build_kwargs)
+    msg = str(info.value)
+    for part in parts:
+        assert part in msg, f'{part!r} not in: {msg}'
+    return msg
+
+
+def test_valid_data_gives_exactly_cocodatasets_data_list(data):
+    root, _ = data
+    ours = _build(root)
+    theirs = _build(root, type='CocoDataset')
+    assert isinstance(ours, CheckedCocoDataset)
+    assert isinstance(theirs, CocoDataset)
+    assert len(ours) == len(theirs) == 8
+    assert [ours.get_data_info(i) for i in range(len(ours))] == \
+        [theirs.get_data_info(i) for i in range(len(theirs))]
+
+
+def test_synthetic_config_uses_the_checked_dataset():
+    cfg = Config.fromfile(ADAMIXER_CFG)
+    assert cfg.train_dataloader.dataset.type == 'CheckedCocoDataset'
+    assert cfg.val_dataloader.dataset.type == 'CheckedCocoDataset'
+
+
+# ---------------------------------------------------------------------------
+# missing files and directories
+# ---------------------------------------------------------------------------
+def test_missing_data_root(tmp_path):
+    missing = str(tmp_path / 'no_such_root')
+    _raises(FileNotFoundError, missing, f"data_root '{missing}' does not "
+            'exist')
+
+
+def test_missing_annotation_file(data):
+    root, _ = data
+    os.remove(root / ANN)
+    _raises(FileNotFoundError, root,
+            f"annotation file '{root / ANN}' does not exist")
+
+
+def test_missing_image_directory(data):
+    root, _ = data
+    shutil.rmtree(root / 'train')
+    _raises(FileNotFoundError, root, f"image directory '{root / 'train'}",
+            'does not exist')
+
+
+def test_image_listed_but_absent_on_disk(data):
+    root, coco = data
+    img = coco['images'][3]
+    os.remove(root / 'train' / img['file_name'])
+    _raises(FileNotFoundError, root, str(root / ANN), '1 of its 8 images',
+            f"image id {img['id']}", img['file_name'])
+
+
+# ---------------------------------------------------------------------------
+# malformed annotation files
+# ---------------------------------------------------------------------------
+def test_not_json(data):
+    root, _ = data
+    (root / ANN).write_text('{"images": [')
+    _raises(ValueError, root, str(root / ANN), 'not valid JSON')
+
+
+@pytest.mark.parametrize('key', ['images', 'annotations', 'categories'])
+def test_missing_top_level_key(data, key):
+    root, coco = data
+    del coco[key]
+    _write(root, coco)
+    _raises(ValueError, root, str(root / ANN), f"missing the key '{key}'")
+
+
+def test_test_mode_accepts_image_info_file_without_annotations(data):
+    root, coco = data
+    del coco['annotations']  # like COCO's image_info_test-dev2017.json
+    _write(root, coco)
+    assert len(_build(root, test_mode=True)) == 8
+
+
+@pytest.mark.parametrize('bbox', [[1.0, 2.0, 3.0], [1.0, 2.0, 'w', 4.0],
+                                  [1.0, float('nan'), 3.0, 4.0], None])
+def test_malformed_bbox(data, bbox):
+    root, coco = data
+    ann = coco['annotations'][5]
+    ann['bbox'] = bbox
+    _write(root, coco)
+    _raises(ValueError, root, str(root / ANN), f"annotation id {ann['id']}",
+            'bbox', 'expected [x, y, w, h]')
+
+
+def test_unknown_category_id(data):
+    root, coco = data
+    ann = coco['annotations'][2]
+    ann['category_id'] = 42
+    _write(root, coco)
+    _raises(ValueError, root, str(root / ANN), f"annotation id {ann['id']}",
+            f"image id {ann['image_id']}", 'category_id 42',
+            'known ids: [1, 2, 3]')
+
+
+def test_annotation_of_unknown_image(data):
+    root, coco = data
+    ann = coco['annotations'][0]
+    ann['image_id'] = 999
+    _write(root, coco)
+    _raises(ValueError, root, f"annotation id {ann['id']} (image_id 999)",
+            'not in images')
+
+
+def test_duplicate_ids(data):
+    root, coco = data
+    good = copy.deepcopy(coco)
+    coco['annotations'][1]['id'] = coco['annotations'][0]['id']
+    _write(root, coco)
+    _raises(ValueError, root,
+            f"duplicate annotation id {coco['annotations'][0]['id']}")
+    good['images'][1]['id'] = good['images'][0]['id']
+    _write(root, good)
+    _raises(ValueError, root,
+            f"duplicate image id {good['images'][0]['id']}")
+
+
+def test_class_missing_from_categories(data):
+    root, _ = data
+    _raises(ValueError, root, "the classes ['hexagon']",
+            "categories: ['circle', 'square', 'triangle']",
+            metainfo=dict(classes=('circle', 'hexagon')))
+
+
+def test_image_without_size(data):
+    root, coco = data
+    coco['images'][2]['width'] = 0
+    _write(root, coco)
+    _raises(ValueError, root, f"image id {coco['images'][2]['id']}",
+            'width=0', 'expected positive numbers')
+
+
+# ---------------------------------------------------------------------------
+# empty datasets
+# ---------------------------------------------------------------------------
+def test_no_images(data):
+    root, coco = data
+    coco['images'], coco['annotations'] = [], []
+    _write(root, coco)
+    _raises(ValueError, root, str(root / ANN), 'lists no images')
+
+
+def test_nothing_left_after_filtering(data):
+    root, coco = data
+    coco['annotations'] = []
+    _write(root, coco)
+    _raises(ValueError, root, str(root / ANN), 'no image is left after '
+            'filtering', 'filter_empty_gt')
+
+
+# ---------------------------------------------------------------------------
+# degenerate boxes: dropped with a warning
+# ---------------------------------------------------------------------------
+def test_degenerate_boxes_are_dropped_with_a_warning(data):
+    root, coco = data
+    anns = coco['annotations']
+    # two boxes of an image that keeps at least one good box
+    img_id = next(i['id'] for i in coco['images']
+                  if sum(a['image_id'] == i['id'] for a in anns) >= 3)
+    zero_w, neg_h = [a for a in anns if a['image_id'] == img_id][:2]
+    zero_w['bbox'][2] = 0.0
+    neg_h['bbox'][3] = -3.0
+    n_before = sum(a['image_id'] == zero_w['image_id'] for a in anns)
+    _write(root, coco)
+    with pytest.warns(DatasetWarning) as record:
+        ds = _build(root)
+    msg = ' '.join(str(w.message) for w in record)
+    assert '2 degenerate boxes' in msg and str(root / ANN) in msg
+    assert f"annotation id {zero_w['id']}" in msg
+    assert f"annotation id {neg_h['id']}" in msg
+    assert len(ds) == 8  # nothing else lost
+    info = next(
+        ds.get_data_info(i) for i in range(len(ds))
+        if ds.get_data_info(i)['img_id'] == zero_w['image_id'])
+    assert len(info['instances']) == n_before - 2
+    assert all(b['bbox'][2] > b['bbox'][0] and b['bbox'][3] > b['bbox'][1]
+               for b in info['instances'])
+    # ... or an error, if asked for
+    _raises(ValueError, root, '2 degenerate boxes', degenerate_boxes='error')
+
+
+# ---------------------------------------------------------------------------
+# the failure comes before any training step
+# ---------------------------------------------------------------------------
+def test_training_fails_before_the_first_iteration(tiny_config, data,
+                                                   tmp_path):
+    root, coco = data
+    coco['annotations'][0]['category_id'] = 7
+    _write(root, coco)
+    cfg = Config.fromfile(tiny_config)
+    cfg.train_dataloader.dataset.data_root = str(root)
+    cfg.work_dir = str(tmp_path / 'work')
+    cfg.experiment_name = cfg.visualizer.name = 'bad_data_run'
+    cfg.randomness = dict(seed=0)
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(ValueError, match='category_id 7'):
+        runner.train()
+    assert runner.message_hub.get_info('iter') is None  # no iteration ran
+    assert not glob.glob(osp.join(cfg.work_dir, '*.pth'))
+    assert not glob.glob(
+        osp.join(cfg.work_dir, '*', 'vis_data', 'scalars.json'))
