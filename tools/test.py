@@ -36,6 +36,9 @@ from mmdet.utils import (register_all_modules,  # noqa: E402
                          setup_cache_size_limit_of_dynamo)
 from lors_det.utils import (apply_cpu_ddp_cfg,  # noqa: E402
                             init_cpu_dist_if_needed)
+from lors_det.utils.checkpoint import (  # noqa: E402
+    CheckpointError, check_checkpoint_matches_model, load_checkpoint_file,
+    register_checkpoint_loader)
 
 
 def parse_args():
@@ -75,6 +78,11 @@ def parse_args():
         default='none',
         help='job launcher')
     parser.add_argument('--tta', action='store_true')
+    parser.add_argument(
+        '--merge-lors',
+        action='store_true',
+        help='fold LORST into dense per-stage weights before inference '
+        '(same outputs, fewer matmuls); sets model.test_cfg.merge_lors')
     # torch>=2.0's launcher passes `--local-rank`, older ones `--local_rank`.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
@@ -93,6 +101,16 @@ def parse_args():
 
 def main():
     args = parse_args()
+
+    # Local checkpoints load with lors_det's loader (safe on torch >= 2.6,
+    # clear errors); a damaged one fails here, before anything is built.
+    register_checkpoint_loader()
+    checkpoint = None
+    if '://' not in args.checkpoint:
+        try:
+            checkpoint = load_checkpoint_file(args.checkpoint)
+        except (CheckpointError, OSError) as e:
+            sys.exit(f'error: {e}')
 
     # Register mmdet modules; the default scope is initialised by the Runner
     # from `cfg.default_scope`.
@@ -114,6 +132,8 @@ def main():
                                 osp.splitext(osp.basename(args.config))[0])
 
     cfg.load_from = args.checkpoint
+    if args.merge_lors:
+        cfg.model.setdefault('test_cfg', {})['merge_lors'] = True
 
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
@@ -164,6 +184,19 @@ def main():
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
+
+    # A checkpoint of another architecture would otherwise load partially
+    # (mmengine only warns) and be evaluated with random weights.
+    if checkpoint is not None:
+        model = runner.model
+        while hasattr(model, 'module'):  # DDP / TTA wrappers
+            model = model.module
+        try:
+            check_checkpoint_matches_model(
+                model, checkpoint, args.checkpoint, config=args.config)
+        except CheckpointError as e:
+            sys.exit(f'error: {e}')
+        del checkpoint
 
     # add `DumpResults` dummy metric
     if args.out is not None:

@@ -31,6 +31,8 @@ from mmdet.utils import (register_all_modules,  # noqa: E402
                          setup_cache_size_limit_of_dynamo)
 from lors_det.utils import (apply_cpu_ddp_cfg,  # noqa: E402
                             init_cpu_dist_if_needed)
+from lors_det.utils.checkpoint import (  # noqa: E402
+    CheckpointError, load_checkpoint_file, register_checkpoint_loader)
 
 
 def parse_args():
@@ -85,6 +87,9 @@ def parse_args():
 
 def main():
     args = parse_args()
+    # Local checkpoints (--resume, load_from) load with lors_det's loader:
+    # safe on torch >= 2.6, clear errors for damaged files.
+    register_checkpoint_loader()
 
     # Register mmdet modules; the default scope is initialised by the Runner
     # from `cfg.default_scope`.
@@ -129,6 +134,12 @@ def main():
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+    # fail on a damaged checkpoint now, not after building data and model
+    if cfg.get('load_from') and '://' not in cfg.load_from:
+        try:
+            load_checkpoint_file(cfg.load_from)
+        except (CheckpointError, OSError) as e:
+            sys.exit(f'error: {e}')
 
     # CPU-only distributed run: create the gloo process group before the
     # Runner (which then skips its CUDA-only init_dist) and make DDP CPU-safe.
