@@ -14,9 +14,15 @@ rank. After training, :meth:`LoRITaLinear.fold` multiplies the factors out
 a 2-factor LoRITaLinear with inner size ``rank``: a compressed checkpoint
 loads into the same module (its factor shapes are read from the checkpoint).
 
-Init: factors 1..N-1 orthogonal (norm preserving), the last one as
-``nn.Linear``'s default, so the product starts with the scale of a plain
-``nn.Linear`` of the same size.
+Init: factors 1..N-1 orthogonal (norm preserving) and the last one uniform
+with the variance that gives the product the variance of a Xavier-uniform
+(out, in) weight, i.e. of the plain linear it replaces in AdaMixer's decoder
+stage; the bias as ``nn.Linear``'s default.
+
+A compressed checkpoint is for evaluation and deployment: mmengine builds
+the optimizer before it loads ``load_from``, so fine-tuning from one would
+not update the replaced factors. To fine-tune at rank r, train a config with
+``lorita=dict(num_factors=2, rank=r)`` from it instead.
 """
 import math
 from typing import Optional, Tuple
@@ -59,8 +65,12 @@ class LoRITaLinear(nn.Module):
     def reset_parameters(self) -> None:
         for w in list(self.factors)[:-1]:
             nn.init.orthogonal_(w)
-        last = self.factors[-1]
-        nn.init.kaiming_uniform_(last, a=math.sqrt(5))
+        last = self.factors[-1]  # (out, d)
+        fan_in, fan_out, d = self.in_features, self.out_features, last.size(1)
+        # the first factors map x (in) isometrically to d dims, so the
+        # product's variance is d * var(last) / in; match Xavier's 2/(in+out)
+        bound = math.sqrt(3.0 * 2.0 * fan_in / (d * (fan_in + fan_out)))
+        nn.init.uniform_(last, -bound, bound)
         bound = 1 / math.sqrt(self.in_features)
         nn.init.uniform_(self.bias, -bound, bound)
 

@@ -12,7 +12,7 @@ The loader therefore tries three levels, from safest to least safe:
 1. ``torch.load(weights_only=True)`` (where torch has the argument): torch's
    own allow-list. Plain state dicts and tensor-only files load here.
 2. A *restricted* unpickler: torch's allow-list plus the few types an mmengine
-   checkpoint holds (``collections.OrderedDict``, mmengine's
+   checkpoint holds (``collections.OrderedDict``/``Counter``, mmengine's
    ``HistoryBuffer``, numpy arrays, scalars and dtypes, ``_codecs.encode``)
    and ``getattr`` limited to ``HistoryBuffer``'s statistics methods. Every
    other global in the pickle is refused, so this level cannot run code
@@ -86,6 +86,7 @@ class CheckpointMismatchError(CheckpointError):
 # ---------------------------------------------------------------------------
 _EXTRA_SAFE_GLOBALS = {
     ('collections', 'OrderedDict'),
+    ('collections', 'Counter'),  # MultiStepLR's milestones
     ('mmengine.logging.history_buffer', 'HistoryBuffer'),
     ('numpy', 'ndarray'),
     ('numpy', 'dtype'),

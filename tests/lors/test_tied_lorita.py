@@ -63,3 +63,13 @@ def test_rank_for_energy_and_errors():
         svd_truncate(torch.randn(4, 3), 4)
     with pytest.raises(ValueError, match='tied=True or lorita'):
         FFN(8, 16, tied=True, lorita=dict(num_factors=2))
+
+
+@pytest.mark.parametrize('shape', [(512, 64), (64, 512)])
+def test_lorita_product_starts_with_xavier_variance(shape):
+    torch.manual_seed(0)
+    fan_in, fan_out = shape
+    layer = LoRITaLinear(fan_in, fan_out, num_factors=3)
+    var = layer.fold().detach().var().item()
+    xavier = 2.0 / (fan_in + fan_out)
+    assert abs(var / xavier - 1) < 0.1

@@ -67,8 +67,11 @@ test_dataloader = dict(
 test_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop',
                  max_iters={max_iters})
+# the shipped schedule's shape: MultiStepLR pickles a Counter, which the
+# safe checkpoint loader must accept
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=100)
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=100),
+    dict(type='MultiStepLR', by_epoch=False, milestones=[1000], gamma=0.1)
 ]
 default_hooks = dict(
     logger=dict(interval=1),
