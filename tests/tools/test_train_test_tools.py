@@ -34,84 +34,16 @@ NUM_VAL_IMAGES = 4
 TIMEOUT_S = 300
 
 # ---------------------------------------------------------------------------
-# Tiny self-contained mmdet-native config (RetinaNet R-18 from scratch, 96 px)
+# The project's own config, shrunk for a few CPU iterations
 # ---------------------------------------------------------------------------
-TINY_RETINANET_CFG = """
-default_scope = 'mmdet'
-custom_imports = dict(imports=['lors_det'], allow_failed_imports=False)
+PROJECT_CONFIG = 'configs/synthetic/adamixer-lors_tiny_synthetic.py'
+PROJECT_CFG_OVERRIDES = """
+_base_ = [{base!r}]
 
 data_root = {data_root!r}
-metainfo = dict(classes={classes!r})
-img_scale = (96, 96)
-
-model = dict(
-    type='RetinaNet',
-    data_preprocessor=dict(
-        type='DetDataPreprocessor',
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        bgr_to_rgb=True,
-        pad_size_divisor=32),
-    backbone=dict(
-        type='ResNet',
-        depth=18,
-        num_stages=4,
-        out_indices=(0, 1, 2, 3),
-        frozen_stages=-1,
-        norm_cfg=dict(type='BN', requires_grad=True),
-        norm_eval=False,
-        style='pytorch',
-        init_cfg=None),
-    neck=dict(
-        type='FPN',
-        in_channels=[64, 128, 256, 512],
-        out_channels=32,
-        start_level=1,
-        add_extra_convs='on_input',
-        num_outs=5),
-    bbox_head=dict(
-        type='RetinaHead',
-        num_classes={num_classes},
-        in_channels=32,
-        stacked_convs=1,
-        feat_channels=32,
-        anchor_generator=dict(
-            type='AnchorGenerator',
-            octave_base_scale=2,
-            scales_per_octave=2,
-            ratios=[0.5, 1.0, 2.0],
-            strides=[8, 16, 32, 64, 128]),
-        bbox_coder=dict(
-            type='DeltaXYWHBBoxCoder',
-            target_means=[.0, .0, .0, .0],
-            target_stds=[1.0, 1.0, 1.0, 1.0]),
-        loss_cls=dict(
-            type='FocalLoss',
-            use_sigmoid=True,
-            gamma=2.0,
-            alpha=0.25,
-            loss_weight=1.0),
-        loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
-    train_cfg=dict(
-        assigner=dict(
-            type='MaxIoUAssigner',
-            pos_iou_thr=0.5,
-            neg_iou_thr=0.4,
-            min_pos_iou=0,
-            ignore_iof_thr=-1),
-        sampler=dict(type='PseudoSampler'),
-        allowed_border=-1,
-        pos_weight=-1,
-        debug=False),
-    test_cfg=dict(
-        nms_pre=100,
-        min_bbox_size=0,
-        score_thr=0.0,  # always some detections, even untrained
-        nms=dict(type='nms', iou_threshold=0.5),
-        max_per_img=20))
-
-# deterministic train pipeline (no random augmentation) so that a resumed
-# run can be compared with an uninterrupted one
+img_scale = (64, 64)
+# deterministic train pipeline (no RandomFlip) so that a resumed run can be
+# compared with an uninterrupted one
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
     dict(type='LoadAnnotations', with_bbox=True),
@@ -131,75 +63,30 @@ train_dataloader = dict(
     batch_size=2,
     num_workers=0,
     persistent_workers=False,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(
-        type='CocoDataset',
-        data_root=data_root,
-        metainfo=metainfo,
-        ann_file='annotations/instances_train.json',
-        data_prefix=dict(img='train/'),
-        filter_cfg=dict(filter_empty_gt=True, min_size=0),
-        pipeline=train_pipeline,
-        backend_args=None))
+    sampler=dict(_delete_=True, type='InfiniteSampler', shuffle=True),
+    dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=1,
     num_workers=0,
     persistent_workers=False,
-    drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type='CocoDataset',
-        data_root=data_root,
-        metainfo=metainfo,
-        ann_file='annotations/instances_val.json',
-        data_prefix=dict(img='val/'),
-        test_mode=True,
-        pipeline=test_pipeline,
-        backend_args=None))
+    dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(
-    type='CocoMetric',
-    ann_file=data_root + 'annotations/instances_val.json',
-    metric='bbox',
-    format_only=False,
-    backend_args=None)
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
 train_cfg = dict(
-    type='IterBasedTrainLoop', max_iters={max_iters}, val_interval={max_iters})
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001),
-    clip_grad=dict(max_norm=35, norm_type=2))
+    _delete_=True,
+    type='IterBasedTrainLoop',
+    max_iters={max_iters},
+    val_interval={max_iters})
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
          end={max_iters}),
 ]
-auto_scale_lr = dict(enable=False, base_batch_size=2)
-
 default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=1),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(
-        type='CheckpointHook', interval={ckpt_interval}, by_epoch=False),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='DetVisualizationHook'))
-# nccl on purpose: the tools must switch to gloo for CPU distributed runs
-env_cfg = dict(
-    cudnn_benchmark=False,
-    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    dist_cfg=dict(backend='nccl'))
-vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(
-    type='DetLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+    logger=dict(interval=1),
+    checkpoint=dict(interval={ckpt_interval}, by_epoch=False))
 log_processor = dict(type='LogProcessor', window_size=1, by_epoch=False)
-log_level = 'INFO'
-load_from = None
-resume = False
 randomness = dict(seed=0)
 """
 
@@ -221,7 +108,7 @@ def train_config(tmp_path_factory):
       augmentation (the resume test compares against an uninterrupted run);
     * small enough for a few CPU iterations (``num_workers=0``, tiny images).
     """
-    from lors_det.datasets import SYNTHETIC_CLASSES, make_synthetic_coco
+    from lors_det.datasets import make_synthetic_coco
 
     root = tmp_path_factory.mktemp('tools_e2e')
     data_root = root / 'data'
@@ -233,12 +120,11 @@ def train_config(tmp_path_factory):
         seed=0,
         min_objects=1,
         empty_ratio=0.0)
-    cfg_file = root / 'tiny_retinanet_r18_synthetic.py'
+    cfg_file = root / 'adamixer-lors_tiny_synthetic_e2e.py'
     cfg_file.write_text(
-        TINY_RETINANET_CFG.format(
+        PROJECT_CFG_OVERRIDES.format(
+            base=osp.join(REPO_ROOT, PROJECT_CONFIG),
             data_root=str(data_root) + '/',
-            classes=tuple(SYNTHETIC_CLASSES),
-            num_classes=len(SYNTHETIC_CLASSES),
             max_iters=MAX_ITERS,
             ckpt_interval=CKPT_INTERVAL))
     return str(cfg_file)
