@@ -362,3 +362,24 @@ def convert_checkpoint_file(src: str, dst: str, source: str,
             (f' (checked against {config})' if config else ''))
     log(f'saved to {dst}')
     return out
+
+
+def converter_main(source: str, doc: str, tool: str, argv=None) -> None:
+    """Command line of ``tools/model_converters/{adamixer,lors}_to_lors_det.py``
+    (``SRC DST [--config CONFIG]``); ``source`` is 'adamixer' or 'lors'."""
+    import argparse
+    import os.path as osp
+    import sys
+    parser = argparse.ArgumentParser(description=doc.split('\n')[0])
+    parser.add_argument('src', help='official checkpoint')
+    parser.add_argument('dst', help='where to save the converted checkpoint')
+    parser.add_argument(
+        '--config', help='lors_det config to check keys and shapes against')
+    args = parser.parse_args(argv)
+    repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(tool))))
+    try:
+        convert_checkpoint_file(args.src, args.dst, source,
+                                config=args.config,
+                                converter=osp.relpath(tool, repo))
+    except ConversionError as e:
+        sys.exit(f'error: {e}')

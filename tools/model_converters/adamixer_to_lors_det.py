@@ -14,36 +14,12 @@ converted_from=SRC, ...))`` to DST. Keys no rule knows are an error naming
 them; target keys the source lacks are listed. With ``--config`` the result
 is also checked (keys and shapes) against the model that config builds.
 """
-import argparse
 import os.path as osp
 import sys
 
-_REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-from lors_det.utils.convert import (ConversionError,  # noqa: E402
-                                    convert_checkpoint_file)
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('src', help='official checkpoint')
-    parser.add_argument('dst', help='where to save the converted checkpoint')
-    parser.add_argument(
-        '--config', help='lors_det config to check keys and shapes against')
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    try:
-        convert_checkpoint_file(args.src, args.dst, 'adamixer',
-                                config=args.config,
-                                converter=osp.relpath(__file__, _REPO_ROOT))
-    except ConversionError as e:
-        sys.exit(f'error: {e}')
-
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, REPO)
+from lors_det.utils.convert import converter_main  # noqa: E402
 
 if __name__ == '__main__':
-    main()
+    converter_main('adamixer', __doc__, __file__)
