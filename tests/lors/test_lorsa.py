@@ -101,3 +101,39 @@ def test_shared_only_and_private_only():
 def test_bad_arguments_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         make(**kwargs)
+
+
+def test_fast_private_path_matches_naive_reference_with_gradients():
+    """The batched [L_1..L_K] @ [Z_k R_k] path == sum_k L_k Z_k R_k, in
+    outputs and in the gradients of every parameter."""
+    gen = make().double()
+    randomise(gen)
+    q = torch.randn(2, 3, 16, dtype=torch.double)
+    B, N, G, r = 2, 3, 2, 3
+
+    def naive(layer):
+        K = gen.num_factors[layer]
+        cores = gen.private_generators[layer](q).view(B, N, 2, G * K, r, r)
+        out = []
+        for j, (m, n) in enumerate(SHAPES):
+            terms = gen.left_factors[j][layer] @ cores[:, :, j] @ \
+                gen.right_factors[j][layer]  # (B, N, G*K, m, n)
+            out.append(terms.view(B, N, G, K, m, n).sum(3))
+        return out
+
+    for layer in range(3):
+        fast, ref = gen.private_matrices(q, layer), naive(layer)
+        for f, r_ in zip(fast, ref):
+            torch.testing.assert_close(f, r_)
+        params = [p for p in gen.parameters()]
+        weights = [torch.randn_like(f) for f in fast]
+        g_fast = torch.autograd.grad(
+            sum((f * w).sum() for f, w in zip(fast, weights)), params,
+            allow_unused=True)
+        g_ref = torch.autograd.grad(
+            sum((f * w).sum() for f, w in zip(ref, weights)), params,
+            allow_unused=True)
+        for a, b in zip(g_fast, g_ref):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(a, b)
