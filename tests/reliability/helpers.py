@@ -10,6 +10,7 @@ import subprocess
 import time
 
 import pytest
+from tool_runner import finish
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
@@ -122,16 +123,6 @@ def popen(cmd, env=None):
         start_new_session=True)
 
 
-def finish(proc, cmd, check=True, timeout=TIMEOUT_S):
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f'timed out after {timeout}s: {cmd}\n{out[-6000:]}')
-    if check and proc.returncode != 0:
-        pytest.fail(f'exit code {proc.returncode}: {cmd}\n{out[-6000:]}')
-    return subprocess.CompletedProcess(cmd, proc.returncode, out)
 
 
 def run(cmd, env=None, check=True):

@@ -9,12 +9,11 @@ import json
 import os
 import os.path as osp
 import re
-import signal
-import subprocess
 import sys
 
 import pytest
 import torch
+from tool_runner import run
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO = osp.join(REPO_ROOT, 'tools', 'demo.py')
@@ -38,18 +37,8 @@ def _env():
 
 
 def _run(cmd, check=True):
-    proc = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, env=_env(), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f'timed out after {TIMEOUT_S}s: {cmd}\n{out[-6000:]}')
-    if check and proc.returncode != 0:
-        pytest.fail(f'exit code {proc.returncode}: {cmd}\n{out[-6000:]}')
-    return proc.returncode, out
+    res = run(cmd, REPO_ROOT, _env(), check=check, timeout=TIMEOUT_S)
+    return res.returncode, res.stdout
 
 
 def _is_png(path):

@@ -11,12 +11,11 @@ import json
 import math
 import os
 import os.path as osp
-import signal
-import subprocess
 import sys
 
 import pytest
 import torch
+from tool_runner import run
 
 from lors_det.lors import LoRITaLinear
 from lors_det.utils.lorita_compress import (LoRITaCompressError,
@@ -132,18 +131,8 @@ def _env():
 
 
 def _run(cmd, check=True):
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f'timed out: {cmd}\n{out[-6000:]}')
-    if check and proc.returncode != 0:
-        pytest.fail(f'exit code {proc.returncode}: {cmd}\n{out[-6000:]}')
-    return proc.returncode, out
+    res = run(cmd, REPO_ROOT, _env(), check=check, timeout=TIMEOUT_S)
+    return res.returncode, res.stdout
 
 
 # ---------------------------------------------------------------------------
