@@ -6,11 +6,10 @@ import json
 import os
 import os.path as osp
 import signal
-import subprocess
 import time
 
 import pytest
-from tool_runner import finish
+from tool_runner import finish, popen, tool_env  # noqa: F401  (re-exported)
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
@@ -97,30 +96,6 @@ def write_tiny_config(path, data_root, lors=False, max_iters=MAX_ITERS,
     return str(path)
 
 
-def tool_env(extra_pythonpath=()):
-    env = dict(os.environ)
-    env['CUDA_VISIBLE_DEVICES'] = ''
-    # one intra-op thread: on a shared 2-core machine two spinning OpenMP
-    # threads per process make every step many times slower
-    env['OMP_NUM_THREADS'] = env['MKL_NUM_THREADS'] = '1'
-    paths = [REPO_ROOT, *map(str, extra_pythonpath)]
-    if env.get('PYTHONPATH'):
-        paths.append(env['PYTHONPATH'])
-    env['PYTHONPATH'] = os.pathsep.join(paths)
-    env.pop(  # the trust switch must not leak into the tests
-        'LORS_DET_TRUST_CHECKPOINTS', None)
-    return env
-
-
-def popen(cmd, env=None):
-    return subprocess.Popen(
-        cmd,
-        cwd=REPO_ROOT,
-        env=env or tool_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True)
 
 
 

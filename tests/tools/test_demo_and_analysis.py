@@ -27,17 +27,8 @@ TIMEOUT_S = 300
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 
-def _env():
-    env = dict(os.environ)
-    env['CUDA_VISIBLE_DEVICES'] = ''
-    env['OMP_NUM_THREADS'] = '1'
-    env['PYTHONPATH'] = os.pathsep.join(
-        [REPO_ROOT] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
-    return env
-
-
 def _run(cmd, check=True):
-    res = run(cmd, REPO_ROOT, _env(), check=check, timeout=TIMEOUT_S)
+    res = run(cmd, check=check, timeout=TIMEOUT_S)
     return res.returncode, res.stdout
 
 

@@ -9,7 +9,6 @@ randomised LoRITa factors, saved as an mmengine-style checkpoint.
 import glob
 import json
 import math
-import os
 import os.path as osp
 import sys
 
@@ -122,16 +121,8 @@ def tiny_data(tmp_path_factory):
     return str(cfg)
 
 
-def _env():
-    env = dict(os.environ)
-    env['CUDA_VISIBLE_DEVICES'] = ''
-    env['PYTHONPATH'] = os.pathsep.join(
-        [REPO_ROOT] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
-    return env
-
-
 def _run(cmd, check=True):
-    res = run(cmd, REPO_ROOT, _env(), check=check, timeout=TIMEOUT_S)
+    res = run(cmd, check=check, timeout=TIMEOUT_S)
     return res.returncode, res.stdout
 
 

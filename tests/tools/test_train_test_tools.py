@@ -9,17 +9,15 @@ documented in its docstring.
 """
 import glob
 import json
-import os
 import os.path as osp
 import pickle
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 
 import pytest
 import torch
+from tool_runner import run, tool_env
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
@@ -133,39 +131,8 @@ def train_config(tmp_path_factory):
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
-def _env(extra_pythonpath=()):
-    env = dict(os.environ)
-    env['CUDA_VISIBLE_DEVICES'] = ''
-    env['PYTHON'] = sys.executable  # used by tools/dist_*.sh
-    paths = [REPO_ROOT, *extra_pythonpath]
-    if env.get('PYTHONPATH'):
-        paths.append(env['PYTHONPATH'])
-    env['PYTHONPATH'] = os.pathsep.join(paths)
-    return env
-
-
 def _run(cmd, env=None, check=True):
-    """Run `cmd` from the repo root; on timeout kill its whole process group
-    (torchrun and its workers included)."""
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO_ROOT,
-        env=env or _env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f'command timed out after {TIMEOUT_S}s: {cmd}\n'
-                    f'--- output (tail) ---\n{out[-6000:]}')
-    if check and proc.returncode != 0:
-        pytest.fail(f'command failed with exit code {proc.returncode}: '
-                    f'{cmd}\n--- output (tail) ---\n{out[-6000:]}')
-    return subprocess.CompletedProcess(cmd, proc.returncode, out)
+    return run(cmd, env=env, check=check, timeout=TIMEOUT_S)
 
 
 def _free_port():
@@ -363,7 +330,7 @@ def test_dist_train_cpu_two_ranks(train_config, tmp_path):
         "custom_hooks = [dict(type='RankDumpHook')]\n")
     work_dir = tmp_path / 'dist'
 
-    env = _env(extra_pythonpath=[str(hook_dir)])
+    env = tool_env(extra_pythonpath=[str(hook_dir)])
     env['PORT'] = str(_free_port())
     env['OMP_NUM_THREADS'] = '1'
     _run(['bash', DIST_TRAIN, str(cfg), '2', '--work-dir',
