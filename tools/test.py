@@ -34,8 +34,7 @@ from mmdet.evaluation import DumpDetResults  # noqa: E402
 from mmdet.registry import RUNNERS  # noqa: E402
 from mmdet.utils import (register_all_modules,  # noqa: E402
                          setup_cache_size_limit_of_dynamo)
-from lors_det.utils import (apply_cpu_ddp_cfg,  # noqa: E402
-                            init_cpu_dist_if_needed)
+from lors_det.utils import setup_cpu_dist  # noqa: E402
 from lors_det.utils.checkpoint import (  # noqa: E402
     CheckpointError, check_checkpoint_matches_model, load_checkpoint_file,
     register_checkpoint_loader)
@@ -172,12 +171,7 @@ def main():
         cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
 
-    # CPU-only distributed run: create the gloo process group before the
-    # Runner (which then skips its CUDA-only init_dist) and make DDP CPU-safe.
-    # A no-op on GPU machines.
-    dist_cfg = (cfg.get('env_cfg') or {}).get('dist_cfg') or {}
-    if init_cpu_dist_if_needed(args.launcher, dist_cfg.get('timeout')):
-        apply_cpu_ddp_cfg(cfg)
+    setup_cpu_dist(cfg, args.launcher)  # CPU-only DDP over gloo; GPU: no-op
 
     # build the runner from config
     if 'runner_type' not in cfg:

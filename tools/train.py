@@ -29,8 +29,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 from mmdet.utils import (register_all_modules,  # noqa: E402
                          setup_cache_size_limit_of_dynamo)
-from lors_det.utils import (apply_cpu_ddp_cfg,  # noqa: E402
-                            init_cpu_dist_if_needed)
+from lors_det.utils import setup_cpu_dist  # noqa: E402
 from lors_det.utils.checkpoint import (  # noqa: E402
     CheckpointError, load_checkpoint_file, register_checkpoint_loader)
 
@@ -141,12 +140,7 @@ def main():
         except (CheckpointError, OSError) as e:
             sys.exit(f'error: {e}')
 
-    # CPU-only distributed run: create the gloo process group before the
-    # Runner (which then skips its CUDA-only init_dist) and make DDP CPU-safe.
-    # A no-op on GPU machines.
-    dist_cfg = (cfg.get('env_cfg') or {}).get('dist_cfg') or {}
-    if init_cpu_dist_if_needed(args.launcher, dist_cfg.get('timeout')):
-        apply_cpu_ddp_cfg(cfg)
+    setup_cpu_dist(cfg, args.launcher)  # CPU-only DDP over gloo; GPU: no-op
 
     # build the runner from config
     if 'runner_type' not in cfg:

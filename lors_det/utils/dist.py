@@ -53,7 +53,7 @@ from typing import Optional
 import torch
 import torch.distributed as torch_dist
 
-__all__ = ['init_cpu_dist_if_needed', 'apply_cpu_ddp_cfg']
+__all__ = ['init_cpu_dist_if_needed', 'apply_cpu_ddp_cfg', 'setup_cpu_dist']
 
 
 def _set_env_from_launcher(launcher: str) -> None:
@@ -157,3 +157,13 @@ def apply_cpu_ddp_cfg(cfg) -> None:
         warnings.warn(f'sync_bn={cfg.sync_bn!r} is CUDA-only; ignored for '
                       'CPU distributed training.')
         cfg.pop('sync_bn')
+
+
+def setup_cpu_dist(cfg, launcher: str) -> None:
+    """What ``tools/train.py`` and ``tools/test.py`` call before building the
+    Runner: on a machine without CUDA and with a launcher, create the gloo
+    process group (the Runner then skips its CUDA-only ``init_dist``) and
+    make the DDP wrapper CPU-safe. A no-op on GPU machines."""
+    dist_cfg = (cfg.get('env_cfg') or {}).get('dist_cfg') or {}
+    if init_cpu_dist_if_needed(launcher, dist_cfg.get('timeout')):
+        apply_cpu_ddp_cfg(cfg)
