@@ -80,8 +80,9 @@ def parse_args():
     parser.add_argument(
         '--merge-lors',
         action='store_true',
-        help='fold LORST into dense per-stage weights before inference '
-        '(same outputs, fewer matmuls); sets model.test_cfg.merge_lors')
+        help='fold LORSA and LORST into dense per-stage weights before '
+        'inference (same outputs, AdaMixer\'s cost per stage); sets '
+        'model.test_cfg.merge_lors')
     # torch>=2.0's launcher passes `--local-rank`, older ones `--local_rank`.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()

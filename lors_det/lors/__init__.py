@@ -9,11 +9,13 @@ from .accounting import count_parameters, split_parameter_names
 from .lorita import LoRITaLinear, rank_for_energy, svd_truncate
 from .lorsa import LORSAGenerator, split_matrices
 from .lorst import LORSTLinear
+from .merge import MergeableStack
 from .stacked import StackedGenerator, StackedLinear, make_linear
 from .tied import TiedFFN
 
 __all__ = [
-    'LORSAGenerator', 'LORSTLinear', 'LoRITaLinear', 'StackedGenerator',
+    'LORSAGenerator', 'LORSTLinear', 'LoRITaLinear', 'MergeableStack',
+    'StackedGenerator',
     'StackedLinear', 'TiedFFN', 'count_parameters', 'make_linear',
     'rank_for_energy', 'split_matrices', 'split_parameter_names',
     'svd_truncate'

@@ -22,8 +22,10 @@ from typing import List, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .checks import check_positive, check_rank, per_layer
+from .merge import MergeableStack
 
 
 def split_matrices(params: torch.Tensor, shapes: Sequence[Tuple[int, int]],
@@ -47,7 +49,7 @@ def split_matrices(params: torch.Tensor, shapes: Sequence[Tuple[int, int]],
     ]
 
 
-class LORSAGenerator(nn.Module):
+class LORSAGenerator(MergeableStack):
     """Per-query matrices of every stacked layer from shared + low-rank parts.
 
     Args:
@@ -129,28 +131,50 @@ class LORSAGenerator(nn.Module):
         return split_matrices(
             self.shared_generator(query), self.matrix_shapes, self.num_groups)
 
+    def _low_rank_factors(
+            self, cores: torch.Tensor,
+            layer: int) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """Factors of the private matrices of Q queries, per matrix kind.
+
+        Args:
+            cores (Tensor): (Q, J * G * K * r * r), private generator outputs.
+            layer (int): stacked layer index i.
+
+        Returns:
+            list[tuple[Tensor, Tensor]]: per kind j, ``(LZ, R)`` with LZ
+            (Q*G, m_j, K*r) and R (Q*G, K*r, n_j), so that ``LZ @ R`` is
+            ``sum_k L_k Z_k R_k`` for every (query, group): the sum over k
+            happens inside that product, no K-sized tensor is materialised.
+            ``L_k Z_k`` of all queries is one GEMM per (group, k), with the
+            static factor as the shared operand (no Python loop, no
+            broadcast matmul).
+        """
+        Q = cores.shape[0]
+        G, K, r = self.num_groups, self.num_factors[layer], self.rank
+        cores = cores.view(Q, len(self.matrix_shapes), G, K, r, r)
+        factors = []
+        for j, (m, n) in enumerate(self.matrix_shapes):
+            # (G*K, m, r) @ (G*K, r, Q*r): queries side by side
+            z = cores[:, j].permute(1, 2, 3, 0, 4).reshape(G * K, r, Q * r)
+            lz = torch.bmm(self.left_factors[j][layer], z)
+            # (G, K, m, Q, r) -> (Q*G, m, K*r), columns ordered (k, r)
+            lz = lz.view(G, K, m, Q, r).permute(3, 0, 2, 1, 4).reshape(
+                Q * G, m, K * r)
+            right = self.right_factors[j][layer].view(1, G, K * r, n)
+            right = right.expand(Q, -1, -1, -1).reshape(Q * G, K * r, n)
+            factors.append((lz, right))
+        return factors
+
     def private_matrices(self, query: torch.Tensor,
                          layer: int) -> List[torch.Tensor]:
-        """Private part of ``layer``: list of (B, N, G, m_j, n_j).
-
-        ``sum_k L_k Z_k R_k`` is computed as ``[L_1 .. L_K] @ [Z_1 R_1; ..;
-        Z_K R_K]``: the sum over k happens inside one matmul, so no
-        (B, N, G, K, m, n) tensor is ever materialised.
-        """
+        """Private part of ``layer``: list of (B, N, G, m_j, n_j)."""
         B, N, _ = query.shape
-        G, K, r = self.num_groups, self.num_factors[layer], self.rank
-        cores = self.private_generators[layer](query)
-        cores = cores.view(B * N, len(self.matrix_shapes), G, K, r, r)
-        out = []
-        for j, (m, n) in enumerate(self.matrix_shapes):
-            # (G*K, m, r) -> (G, m, K*r), columns ordered (k, r)
-            left = self.left_factors[j][layer].view(G, K, m, r).transpose(
-                1, 2).reshape(G, m, K * r)
-            right = self.right_factors[j][layer].view(G, K, r, n)
-            core_right = cores[:, j] @ right  # (B*N, G, K, r, n)
-            delta = left @ core_right.view(B * N, G, K * r, n)
-            out.append(delta.view(B, N, G, m, n))
-        return out
+        cores = self.private_generators[layer](query.flatten(0, 1))
+        return [
+            torch.bmm(lz, right).view(B, N, self.num_groups, m, n)
+            for (lz, right), (m, n) in zip(
+                self._low_rank_factors(cores, layer), self.matrix_shapes)
+        ]
 
     def forward(self, query: torch.Tensor, layer: int) -> List[torch.Tensor]:
         """Matrices of ``layer`` for every query.
@@ -162,14 +186,50 @@ class LORSAGenerator(nn.Module):
         Returns:
             list[Tensor]: one (B, N, G, m_j, n_j) tensor per matrix kind.
         """
+        if self.merged:
+            return split_matrices(
+                F.linear(query, self.merged_weight[layer],
+                         self.merged_bias[layer]), self.matrix_shapes,
+                self.num_groups)
         if self.shared_generator is None:
             return self.private_matrices(query, layer)
         shared = self.shared_matrices(query)
         if self.num_factors[layer] == 0:
             return shared
+        cores = self.private_generators[layer](query.flatten(0, 1))
+        # shared + LZ @ R in one baddbmm per kind (no separate private tensor)
         return [
-            s + p for s, p in zip(shared, self.private_matrices(query, layer))
+            torch.baddbmm(s.flatten(0, 2), lz, right).view(s.shape)
+            for s, (lz, right) in zip(shared,
+                                      self._low_rank_factors(cores, layer))
         ]
+
+    @torch.no_grad()
+    def dense_layer(self, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Layer i as one dense generator ``Linear(C, G * sum_j m_j n_j)``:
+        (weight (G * sum_j m_j n_j, C), bias (G * sum_j m_j n_j)), in the
+        shared generator's output layout.
+
+        The private matrices are linear in the cores, and the cores are
+        ``W_z q + b_z``; so the columns of ``W_z`` (and ``b_z``) pushed
+        through the low-rank product as C + 1 pseudo-queries give the
+        columns of the dense private weight (and its bias).
+        """
+        parts = []
+        if self.shared_generator is not None:
+            parts.append((self.shared_generator.weight,
+                          self.shared_generator.bias))
+        if self.num_factors[i]:
+            gen = self.private_generators[i]
+            cores = torch.cat([gen.weight.t(), gen.bias[None]])
+            rows = torch.cat([
+                torch.bmm(lz, right).view(len(cores), self.num_groups, -1)
+                for lz, right in self._low_rank_factors(cores, i)
+            ], dim=-1).flatten(1)  # (C + 1, G * sum_j m_j n_j)
+            parts.append((rows[:-1].t(), rows[-1]))
+        weight = sum(w for w, _ in parts)
+        bias = sum(b for _, b in parts)
+        return weight, bias
 
     def extra_repr(self) -> str:
         return (f'query_dim={self.query_dim}, shapes={self.matrix_shapes}, '

@@ -16,16 +16,17 @@ Parameter names (stable, checkpoints depend on them): ``shared_weight``,
 ``private_A.{i}``, ``private_B.{i}``, ``private_bias.{i}``.
 """
 import math
-from typing import Sequence, Union
+from typing import Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .checks import check_positive, check_rank, per_layer
+from .merge import MergeableStack
 
 
-class LORSTLinear(nn.Module):
+class LORSTLinear(MergeableStack):
     """N stacked linear layers sharing one weight plus private low-rank parts.
 
     Args:
@@ -67,8 +68,6 @@ class LORSTLinear(nn.Module):
             nn.Parameter(torch.empty(out_features, w)) for w in widths)
         self.private_bias = nn.ParameterList(
             nn.Parameter(torch.empty(out_features)) for _ in widths)
-        # dense (N, out, in) weights while merged; a buffer so .to() moves it
-        self.register_buffer('merged_weight', None, persistent=False)
         self.reset_parameters()
 
     @torch.no_grad()
@@ -92,50 +91,30 @@ class LORSTLinear(nn.Module):
             return self.delta_weight(i)
         return self.shared_weight + self.delta_weight(i)
 
-    @torch.no_grad()
-    def merge(self) -> None:
-        """Fold every layer into a dense weight (inference; same outputs).
-
-        The parameters are untouched, so :meth:`unmerge` restores exactly.
-        """
-        merged = torch.stack(
-            [self.layer_weight(i) for i in range(self.num_layers)])
-        if not torch.isfinite(merged).all():
-            raise ValueError('LORSTLinear.merge: merged weights are not '
-                             'finite; the checkpoint is broken')
-        self.merged_weight = merged  # (N, out, in)
-
-    def unmerge(self) -> None:
-        """Drop the dense weights made by :meth:`merge`."""
-        self.merged_weight = None
-
-    @property
-    def merged(self) -> bool:
-        return self.merged_weight is not None
-
-    @torch.no_grad()
-    def dense_state_dict(self) -> dict:
-        """Per-layer dense weights in :class:`~.stacked.StackedLinear`'s
-        layout (``layers.{i}.weight`` (out, in), ``layers.{i}.bias``), for
-        deployment without LORST."""
-        state = {}
-        for i in range(self.num_layers):
-            state[f'layers.{i}.weight'] = self.layer_weight(i).clone()
-            state[f'layers.{i}.bias'] = self.private_bias[i].clone()
-        return state
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        self.unmerge()  # merged weights of the old parameters are stale
-        super()._load_from_state_dict(*args, **kwargs)
+    def dense_layer(self, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Layer i as (weight (out, in), bias (out))."""
+        return self.layer_weight(i), self.private_bias[i]
 
     def forward(self, x: torch.Tensor, layer: int) -> torch.Tensor:
-        """Apply layer ``layer``: (..., in) -> (..., out)."""
+        """Apply layer ``layer``: (..., in) -> (..., out).
+
+        Unmerged, the private part is applied in low-rank order,
+        ``x W_shared^T + (x A^T) B^T + b``: the dense (out, in) weight of the
+        layer (and its gradient) is never formed, which would cost more
+        memory traffic than the (rows, K*r) detour through the factors.
+        """
+        if self.merged:
+            return F.linear(x, self.merged_weight[layer],
+                            self.merged_bias[layer])
         bias = self.private_bias[layer]
-        if self.merged_weight is not None:
-            return F.linear(x, self.merged_weight[layer], bias)
-        # forming the dense (out, in) weight costs out*K*r*in, far less than
-        # the (rows, in) x (in, out) product itself
-        return F.linear(x, self.layer_weight(layer), bias)
+        A, B = self.private_A[layer], self.private_B[layer]
+        if self.shared_weight is None:
+            return F.linear(F.linear(x, A), B, bias)
+        rows = x.reshape(-1, self.in_features)
+        out = F.linear(rows, self.shared_weight, bias)
+        if A.shape[0]:  # zero rows: shared-only ablation
+            out = torch.addmm(out, F.linear(rows, A), B.t())
+        return out.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return (f'in={self.in_features}, out={self.out_features}, '

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lors_det.lors import LORSAGenerator, split_matrices
+from lors_det.lors import LORSAGenerator, StackedGenerator, split_matrices
 
 SHAPES = [(8, 8), (12, 6)]  # M (c x c) and S (P_out x P_in)
 
@@ -103,26 +103,38 @@ def test_bad_arguments_name_the_field(kwargs, field):
         make(**kwargs)
 
 
-def test_fast_private_path_matches_naive_reference_with_gradients():
-    """The batched [L_1..L_K] @ [Z_k R_k] path == sum_k L_k Z_k R_k, in
-    outputs and in the gradients of every parameter."""
+def naive_private(gen, q, layer):
+    """sum_k L_k Z_k R_k term by term: list of (B, N, G, m, n)."""
+    B, N, _ = q.shape
+    G, K, r = gen.num_groups, gen.num_factors[layer], gen.rank
+    cores = gen.private_generators[layer](q).view(B, N, 2, G * K, r, r)
+    out = []
+    for j, (m, n) in enumerate(gen.matrix_shapes):
+        terms = gen.left_factors[j][layer] @ cores[:, :, j] @ \
+            gen.right_factors[j][layer]  # (B, N, G*K, m, n)
+        out.append(terms.view(B, N, G, K, m, n).sum(3))
+    return out
+
+
+@pytest.mark.parametrize('path', ['private', 'forward'])
+def test_fast_paths_match_naive_reference_with_gradients(path):
+    """The batched ``[L_1 Z_1 .. L_K Z_K] @ [R_1; ..; R_K]`` paths (alone and
+    added to the shared matrices inside ``baddbmm``) equal the term-by-term
+    formula in outputs and in the gradients of every parameter."""
     gen = make().double()
     randomise(gen)
     q = torch.randn(2, 3, 16, dtype=torch.double)
-    B, N, G, r = 2, 3, 2, 3
 
-    def naive(layer):
-        K = gen.num_factors[layer]
-        cores = gen.private_generators[layer](q).view(B, N, 2, G * K, r, r)
-        out = []
-        for j, (m, n) in enumerate(SHAPES):
-            terms = gen.left_factors[j][layer] @ cores[:, :, j] @ \
-                gen.right_factors[j][layer]  # (B, N, G*K, m, n)
-            out.append(terms.view(B, N, G, K, m, n).sum(3))
-        return out
+    def reference(layer):
+        private = naive_private(gen, q, layer)
+        if path == 'private':
+            return private
+        return [s + p for s, p in zip(gen.shared_matrices(q), private)]
 
     for layer in range(3):
-        fast, ref = gen.private_matrices(q, layer), naive(layer)
+        fast = (gen.private_matrices(q, layer)
+                if path == 'private' else gen(q, layer))
+        ref = reference(layer)
         for f, r_ in zip(fast, ref):
             torch.testing.assert_close(f, r_)
         params = [p for p in gen.parameters()]
@@ -137,3 +149,50 @@ def test_fast_private_path_matches_naive_reference_with_gradients():
             assert (a is None) == (b is None)
             if a is not None:
                 torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize('kwargs', [{}, dict(use_shared=False),
+                                    dict(use_private=False)])
+def test_merge_gives_unmerged_matrices_and_unmerge_restores(kwargs):
+    gen = make(**kwargs).double()
+    randomise(gen)
+    q = torch.randn(2, 4, 16, dtype=torch.double)
+    before = [gen(q, i) for i in range(3)]
+    params = {n: p.clone() for n, p in gen.named_parameters()}
+    gen.merge()
+    assert gen.merged and gen.merged_weight.shape == (3, 2 * (64 + 72), 16)
+    for i in range(3):
+        for a, b in zip(gen(q, i), before[i]):
+            torch.testing.assert_close(a, b)
+    if gen.num_factors[0]:  # the private parts make the stages differ
+        assert not torch.allclose(gen.merged_weight[0], gen.merged_weight[1])
+    gen.unmerge()
+    assert not gen.merged
+    for n, p in gen.named_parameters():
+        assert torch.equal(p, params[n])
+
+
+def test_dense_state_dict_loads_into_the_unshared_generator():
+    """A merged LORSA stack is an AdaMixer generator stack: same layout,
+    same matrices."""
+    gen = make().double()
+    randomise(gen)
+    dense = StackedGenerator(16, SHAPES, num_groups=2, num_layers=3).double()
+    dense.load_state_dict(gen.dense_state_dict(), strict=True)
+    q = torch.randn(1, 5, 16, dtype=torch.double)
+    for i in range(3):
+        for a, b in zip(dense(q, i), gen(q, i)):
+            torch.testing.assert_close(a, b)
+
+
+def test_merge_rejects_non_finite_and_loading_unmerges():
+    gen = make()
+    randomise(gen)
+    state = {k: v.clone() for k, v in gen.state_dict().items()}
+    gen.merge()
+    gen.load_state_dict(state)
+    assert not gen.merged  # merged weights of old parameters are stale
+    with torch.no_grad():
+        gen.right_factors[0][1].fill_(float('inf'))
+    with pytest.raises(ValueError, match='not finite'):
+        gen.merge()

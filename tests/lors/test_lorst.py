@@ -94,3 +94,31 @@ def test_shared_only_and_private_only():
 def test_bad_arguments_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         LORSTLinear(16, 8, num_layers=3, **kwargs)
+
+
+@pytest.mark.parametrize('kwargs', [{}, dict(use_shared=False),
+                                    dict(use_private=False)])
+def test_low_rank_forward_equals_dense_weight_with_gradients(kwargs):
+    """``x W_shared^T + (x A^T) B^T + b`` == ``x (W_shared + B A)^T + b`` in
+    outputs and in the gradients of the input and of every parameter."""
+    layer = LORSTLinear(20, 12, num_layers=2, rank=3, num_factors=2,
+                        **kwargs).double()
+    randomise_private(layer)
+    x = torch.randn(2, 5, 20, dtype=torch.double, requires_grad=True)
+    params = [x, *layer.parameters()]
+    for i in range(2):
+        fast = layer(x, i)
+        ref = torch.nn.functional.linear(x, layer.layer_weight(i),
+                                         layer.private_bias[i])
+        torch.testing.assert_close(fast, ref)
+        w = torch.randn_like(fast)
+        g_fast = torch.autograd.grad((fast * w).sum(), params,
+                                     allow_unused=True)
+        g_ref = torch.autograd.grad((ref * w).sum(), params,
+                                    allow_unused=True)
+        for a, b in zip(g_fast, g_ref):
+            if a is None or b is None:  # other layer's parameters
+                assert a is None or not a.any()
+                assert b is None or not b.any()
+            else:
+                torch.testing.assert_close(a, b)

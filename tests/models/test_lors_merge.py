@@ -29,11 +29,13 @@ def test_merge_switch_gives_same_detections_and_training_unmerges():
         model.decoder.test_cfg['merge_lors'] = True
         merged = model.predict(inputs, samples)
     assert model.decoder.mixing.out_proj.merged
+    assert model.decoder.mixing.generator.merged
     for r, b in zip(merged, ref_boxes):
         torch.testing.assert_close(r.pred_instances.bboxes, b)
     model.train()
     model.loss(inputs, samples)
     assert not model.decoder.mixing.out_proj.merged
+    assert not model.decoder.mixing.generator.merged
 
 
 def test_lors_merge_converter(tmp_path):
@@ -47,10 +49,14 @@ def test_lors_merge_converter(tmp_path):
     ], cwd=REPO, check=True, capture_output=True)
     deploy_cfg = Config.fromfile(str(tmp_path / 'deploy.py'))
     assert deploy_cfg.model.decoder.mixing.lorst is None
+    assert deploy_cfg.model.decoder.mixing.lorsa is None
     from mmdet.registry import MODELS
     deploy = MODELS.build(deploy_cfg.model).eval()
     deploy.load_state_dict(torch.load(out)['state_dict'], strict=True)
+    # the deploy model is AdaMixer's unshared decoder
     assert type(deploy.decoder.mixing.out_proj).__name__ == 'StackedLinear'
+    assert type(deploy.decoder.mixing.generator).__name__ == \
+        'StackedGenerator'
     inputs, _ = make_batch(num_images=2)
     with torch.no_grad():
         for (c1, b1), (c2, b2) in zip(model._forward(inputs),

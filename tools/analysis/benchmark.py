@@ -16,6 +16,16 @@ Each config runs in its own subprocess so peak memory is its own: CUDA
 ``max_memory_allocated``; CPU the growth of the resident set's high-water
 mark (reset through /proc/self/clear_refs) over the phase. Times are the
 median over ``--repeats`` after ``--warmup`` runs, with min and max.
+
+``--rounds R`` runs all configs R times, alternating their order, and
+reports the median over rounds; the ratios are medians of the per-round
+ratios, so slow drifts of a shared machine's load cancel out.
+
+On CPU, denormal floats are flushed to zero: the zero-initialised
+generators give AdamW denormal moments in the first steps, and x86 CPUs
+process those up to 100x slower (GPUs do not), which would charge the
+models with more such parameters (AdaMixer) a cost real training does not
+pay.
 """
 import argparse
 import json
@@ -120,6 +130,8 @@ def measure(spec, args):
     cfg = Config.fromfile(path)
     cfg.model.backbone.init_cfg = None  # no download: weights do not matter
     device = torch.device(args.device)
+    if device.type == 'cpu':
+        torch.set_flush_denormal(True)  # see the module docstring
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).to(device)
     decoder = model.decoder
@@ -185,10 +197,31 @@ def measure(spec, args):
     return res
 
 
+PHASES = ('forward', 'train', 'infer', 'model_train', 'model_infer')
+
+
+def combine(rounds):
+    """Per config: medians over rounds, min/max over all runs, and the
+    median of the per-round ratios to the first config."""
+    results = []
+    for i, first in enumerate(rounds[0]):
+        res = dict(first, rounds=len(rounds))
+        for p in (p for p in PHASES if p in first):
+            runs = [r[i][p] for r in rounds]
+            res[p] = dict(
+                ms=statistics.median(x['ms'] for x in runs),
+                min_ms=min(x['min_ms'] for x in runs),
+                max_ms=max(x['max_ms'] for x in runs),
+                peak_mb=max(x['peak_mb'] for x in runs),
+                ratio=statistics.median(r[i][p]['ms'] / r[0][p]['ms']
+                                        for r in rounds))
+        results.append(res)
+    return results
+
+
 def table(results):
     base = results[0]
-    phases = ['forward', 'train', 'infer'] + (
-        ['model_train', 'model_infer'] if 'model_train' in base else [])
+    phases = [p for p in PHASES if p in base]
     head = ['config', 'dec. params', 'optim MB'] + [
         f'{p} ms (x)' for p in phases] + [f'{p} peak MB' for p in phases]
     rows = []
@@ -199,7 +232,7 @@ def table(results):
                f"{r['optim_state_mb']:.0f}"]
         for p in phases:
             row.append(f"{r[p]['ms']:.0f} [{r[p]['min_ms']:.0f}-"
-                       f"{r[p]['max_ms']:.0f}] ({r[p]['ms'] / base[p]['ms']:.2f}x)")
+                       f"{r[p]['max_ms']:.0f}] ({r[p]['ratio']:.2f}x)")
         row += [f"{r[p]['peak_mb']:.0f}" for p in phases]
         rows.append(row)
     lines = ['| ' + ' | '.join(head) + ' |',
@@ -224,8 +257,14 @@ def parse_args(argv=None):
     parser.add_argument('--num-gts', type=int, default=10)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--rounds', type=int, default=1,
+                        help='run all configs this many times, alternating '
+                        'their order; report medians over rounds')
     parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for name in ('repeats', 'rounds'):
+        if getattr(args, name) < 1:
+            parser.error(f'--{name} must be at least 1')
     for spec in args.configs:
         path = spec[:-7] if spec.endswith(':merged') else spec
         if not osp.isfile(path):
@@ -240,21 +279,31 @@ def main():
     if args.worker:
         print(json.dumps(measure(args.configs[0], args)))
         return
-    results = []
-    for spec in args.configs:
-        cmd = [sys.executable, __file__, spec, '--worker'] + [
-            a for a in sys.argv[1:] if a not in args.configs and a != '--json'
-        ]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode:
-            sys.exit(f'benchmark of {spec} failed:\n{out.stderr}')
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    worker_args = [a for a in sys.argv[1:]
+                   if a not in args.configs and a != '--json']
+    rounds = []
+    for k in range(args.rounds):
+        order = range(len(args.configs))
+        if k % 2:
+            order = reversed(order)
+        results = {}
+        for i in order:
+            spec = args.configs[i]
+            out = subprocess.run(
+                [sys.executable, __file__, spec, '--worker'] + worker_args,
+                capture_output=True, text=True)
+            if out.returncode:
+                sys.exit(f'benchmark of {spec} failed:\n{out.stderr}')
+            results[i] = json.loads(out.stdout.strip().splitlines()[-1])
+        rounds.append([results[i] for i in range(len(args.configs))])
+    results = combine(rounds)
     if args.json:
         print(json.dumps(results, indent=1))
     else:
         print(f'device {args.device}, amp {args.amp}, batch {args.batch}, '
               f'input {args.shape[0]}x{args.shape[1]}, median of '
-              f'{args.repeats} [min-max] (ratio to the first config)')
+              f'{args.repeats} runs x {args.rounds} rounds [min-max] '
+              '(median per-round ratio to the first config)')
         print(table(results))
 
 

@@ -26,8 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.registry import MODELS
 
-from ...lors import (LORSAGenerator, LORSTLinear, StackedGenerator,
-                     StackedLinear)
+from ...lors import (LORSAGenerator, LORSTLinear, MergeableStack,
+                     StackedGenerator, StackedLinear)
 
 
 @contextmanager
@@ -127,19 +127,26 @@ class AdaptiveMixing(nn.Module):
         self.norms = nn.ModuleList(
             nn.LayerNorm(content_dim) for _ in range(num_stages))
 
+    def _lors_parts(self):
+        return [m for m in (self.generator, self.out_proj)
+                if isinstance(m, MergeableStack)]
+
     @property
     def mergeable(self) -> bool:
-        """True when the output linear is LORST (foldable per stage)."""
-        return isinstance(self.out_proj, LORSTLinear)
+        """True when the generator (LORSA) or output linear (LORST) is LORS."""
+        return bool(self._lors_parts())
 
     def merge(self) -> None:
-        """Fold LORST into dense per-stage weights (inference only)."""
-        if self.mergeable and not self.out_proj.merged:
-            self.out_proj.merge()
+        """Fold LORSA and LORST into dense per-stage weights (inference
+        only): the merged module computes what AdaMixer's unshared stages
+        compute, with the same outputs."""
+        for module in self._lors_parts():
+            if not module.merged:
+                module.merge()
 
     def unmerge(self) -> None:
-        if self.mergeable:
-            self.out_proj.unmerge()
+        for module in self._lors_parts():
+            module.unmerge()
 
     def forward(self, x: torch.Tensor, query: torch.Tensor,
                 stage: int) -> torch.Tensor:

@@ -43,8 +43,9 @@ class AdaMixerDecoder(BaseModule):
         loss_cls, loss_bbox, loss_iou (dict): loss configs.
         train_cfg (dict): ``assigner`` config.
         test_cfg (dict): ``max_per_img`` (default: number of queries) and
-            ``merge_lors`` (fold LORST into dense per-stage weights before
-            inference; same outputs, fewer matmuls; undone by training).
+            ``merge_lors`` (fold LORSA and LORST into dense per-stage
+            weights before inference: same outputs at AdaMixer's cost per
+            stage; undone by training).
 
     Parameter names: ``stages.{i}.*`` (per stage), ``mixing.*`` (the
     stack of mixings, shared parts owned once here).

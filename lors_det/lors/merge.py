@@ -1,0 +1,71 @@
+"""Folding a LORS stack into dense per-layer weights (inference only).
+
+Both LORS structures are affine per layer once trained: LORST's layer i is
+``W_shared + B_i A_i``, and LORSA's matrices are a linear map of the query
+(the cores ``Z = W_z q + b_z`` are, and ``L Z R`` is linear in ``Z``). So
+every layer folds into one dense ``Linear`` (weight (out, in), bias (out)),
+which is exactly what the unshared AdaMixer stack holds.
+"""
+from typing import Dict, Tuple
+
+import torch
+import torch.nn as nn
+
+
+class MergeableStack(nn.Module):
+    """A stack of ``num_layers`` layers that :meth:`merge` folds into dense
+    per-layer weights (``merged_weight`` (N, out, in), ``merged_bias``
+    (N, out)); subclasses define :meth:`dense_layer` and use the merged
+    buffers in ``forward`` when :attr:`merged`.
+
+    The parameters are untouched by merging, :meth:`unmerge` restores the
+    LORS computation, and loading a state dict unmerges (the merged weights
+    of the old parameters would be stale).
+    """
+
+    num_layers: int
+
+    def __init__(self):
+        super().__init__()
+        # buffers so that .to() moves them; not saved with the checkpoint
+        self.register_buffer('merged_weight', None, persistent=False)
+        self.register_buffer('merged_bias', None, persistent=False)
+
+    def dense_layer(self, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Layer i as (weight (out, in), bias (out))."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold every layer into dense weights (same outputs, fewer ops)."""
+        weights, biases = zip(*(self.dense_layer(i)
+                                for i in range(self.num_layers)))
+        weight, bias = torch.stack(weights), torch.stack(biases)
+        if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
+            raise ValueError(f'{type(self).__name__}.merge: merged weights '
+                             'are not finite; the checkpoint is broken')
+        self.merged_weight, self.merged_bias = weight, bias
+
+    def unmerge(self) -> None:
+        """Drop the dense weights made by :meth:`merge`."""
+        self.merged_weight = self.merged_bias = None
+
+    @property
+    def merged(self) -> bool:
+        return self.merged_weight is not None
+
+    @torch.no_grad()
+    def dense_state_dict(self) -> Dict[str, torch.Tensor]:
+        """Per-layer dense weights in the unshared stacks' layout
+        (``layers.{i}.weight`` (out, in), ``layers.{i}.bias`` (out)), for a
+        deployment model without LORS."""
+        state = {}
+        for i in range(self.num_layers):
+            weight, bias = self.dense_layer(i)
+            state[f'layers.{i}.weight'] = weight.clone()
+            state[f'layers.{i}.bias'] = bias.clone()
+        return state
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.unmerge()
+        super()._load_from_state_dict(*args, **kwargs)
