@@ -5,7 +5,7 @@ Overparameterized Training"): a linear layer ``y = W x + b`` is trained as a
 product of N linear maps with no non-linearity in between and the bias only
 on the last one::
 
-    y = W_N ( ... W_2 (W_1 x)) + b        W_1: (d, in), W_k: (d, d), W_N: (out, d)
+    y = W_N ( ... W_2 (W_1 x)) + b    W_1: (d, in), W_k: (d, d), W_N: (out, d)
 
 with d = min(in, out) so the product can reach full rank. Weight decay on the
 factors penalises the product's Schatten-2/N quasi-norm, which favours low

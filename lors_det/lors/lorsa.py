@@ -55,8 +55,8 @@ class LORSAGenerator(MergeableStack):
     Args:
         query_dim (int): C, size of the query that generates the matrices.
         matrix_shapes (list[tuple[int, int]]): (m_j, n_j) of each matrix kind
-            generated per group, e.g. ``[(c, c), (P_out, P_in)]`` for AdaMixer's
-            channel (ACM) and spatial (ASM) mixing.
+            generated per group, e.g. ``[(c, c), (P_out, P_in)]`` for
+            AdaMixer's channel (ACM) and spatial (ASM) mixing.
         num_groups (int): G, sampling groups; one matrix per group and kind.
         num_layers (int): number of stacked layers N (decoder stages).
         rank (int): r, size of the generated cores Z.

@@ -3,7 +3,7 @@
 Paper (LORS, CVPR 2024, Sec. 3.2): N stacked layers share one weight and each
 layer i adds a private low-rank residual made of K groups of rank r::
 
-    W_i = W_shared + sum_{k=1..K} B_ik A_ik        B_ik: (out, r), A_ik: (r, in)
+    W_i = W_shared + sum_{k=1..K} B_ik A_ik       B_ik: (out, r), A_ik: (r, in)
     y   = x W_i^T + b_i
 
 The K groups of layer i are stored side by side, ``private_B[i] = [B_i1 ..

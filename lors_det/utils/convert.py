@@ -365,8 +365,9 @@ def convert_checkpoint_file(src: str, dst: str, source: str,
 
 
 def converter_main(source: str, doc: str, tool: str, argv=None) -> None:
-    """Command line of ``tools/model_converters/{adamixer,lors}_to_lors_det.py``
-    (``SRC DST [--config CONFIG]``); ``source`` is 'adamixer' or 'lors'."""
+    """Command line of the ``{adamixer,lors}_to_lors_det.py`` converters in
+    ``tools/model_converters/`` (``SRC DST [--config CONFIG]``); ``source``
+    is 'adamixer' or 'lors'."""
     import argparse
     import os.path as osp
     import sys

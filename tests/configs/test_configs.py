@@ -42,8 +42,8 @@ def test_config_builds(path):
         else:
             assert cfg.train_cfg.max_epochs == 12 and milestones == [8, 11]
     if lors and 'coco' in path and 'ablations' not in path:
-        assert (decoder.mixing.num_groups, decoder.mixing.in_points) == (2,
-                                                                          64)
+        mixing = decoder.mixing
+        assert (mixing.num_groups, mixing.in_points) == (2, 64)
         assert decoder.mixing.generator.rank == 16
         assert decoder.mixing.generator.num_factors == [1, 1, 2, 2, 3, 3]
         assert decoder.mixing.out_proj.ranks == [8] * 6

@@ -7,8 +7,11 @@ from lors_det.models.layers import FFN
 
 def test_tied_ffn_halves_weights_and_grad_flows_from_both_uses():
     plain, tied = FFN(16, 64), FFN(16, 64, tied=True)
-    weights = lambda m: sum(p.numel() for n, p in m.named_parameters()
-                            if n.endswith('weight'))
+
+    def weights(m):
+        return sum(p.numel() for n, p in m.named_parameters()
+                   if n.endswith('weight'))
+
     assert weights(tied) * 2 == weights(plain)
     x = torch.randn(3, 16)
     W = tied.tied.weight

@@ -96,10 +96,6 @@ def write_tiny_config(path, data_root, lors=False, max_iters=MAX_ITERS,
     return str(path)
 
 
-
-
-
-
 def run(cmd, env=None, check=True):
     """Run ``cmd`` from the repo root, output captured."""
     return finish(popen(cmd, env), cmd, check)

@@ -133,8 +133,8 @@ def _ours_for_official_stage_key(i, key):
         return d + 'ffn.fc2.' + key.rsplit('.', 1)[1]
     if key.endswith('sampling_offset_generator.0.weight') or key.endswith(
             'sampling_offset_generator.0.bias'):
-        return d + 'sampling.sampling_offset_generator.' + key.rsplit('.',
-                                                                     1)[1]
+        name = key.rsplit('.', 1)[1]
+        return d + 'sampling.sampling_offset_generator.' + name
     am = 'sampling_n_mixing.adaptive_mixing.'
     if key.startswith(am + 'parameter_generator.0.'):
         return f'decoder.mixing.generator.layers.{i}.' + key.rsplit('.', 1)[1]

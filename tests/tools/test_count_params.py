@@ -253,8 +253,8 @@ def test_r50_known_values():
     for config in (ADAMIXER_4X32, ADAMIXER_2X64, LORS):
         got = measured(config)
         assert got['backbone']['total'] == 23_508_032
-        assert got['neck']['total'] == 4 * 256 + (256 + 512 + 1024 +
-                                                   2048) * 256 + 512
+        lateral = (256 + 512 + 1024 + 2048) * 256
+        assert got['neck']['total'] == 4 * 256 + lateral + 512
         assert got['query_generator']['total'] == 100 * 4 + 100 * 256
 
 

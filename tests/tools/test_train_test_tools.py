@@ -268,7 +268,8 @@ def test_resume_auto(train_config, trained, tmp_path):
     resumed = _load(work_dir / f'iter_{MAX_ITERS}.pth')
     full = _load(osp.join(trained, f'iter_{MAX_ITERS}.pth'))
 
-    assert _ckpt_iter(resumed) == _ckpt_iter(full) == (MAX_ITERS, MAX_ITERS - 1)
+    last = (MAX_ITERS, MAX_ITERS - 1)
+    assert _ckpt_iter(resumed) == _ckpt_iter(full) == last
     assert resumed['meta']['seed'] == full['meta']['seed']
     # same optimizer state (momentum buffers, lr) and scheduler state
     assert resumed['optimizer']['param_groups'][0]['lr'] == pytest.approx(

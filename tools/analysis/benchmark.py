@@ -125,8 +125,8 @@ def measure(spec, args):
     import lors_det  # noqa: F401
     from lors_det.lors import count_parameters
     register_all_modules()
-    path, merged = (spec[:-7], True) if spec.endswith(':merged') else (spec,
-                                                                      False)
+    merged = spec.endswith(':merged')
+    path = spec[:-len(':merged')] if merged else spec
     cfg = Config.fromfile(path)
     cfg.model.backbone.init_cfg = None  # no download: weights do not matter
     device = torch.device(args.device)
@@ -260,7 +260,8 @@ def parse_args(argv=None):
     parser.add_argument('--rounds', type=int, default=1,
                         help='run all configs this many times, alternating '
                         'their order; report medians over rounds')
-    parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
+    parser.add_argument('--worker', action='store_true',
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for name in ('repeats', 'rounds'):
         if getattr(args, name) < 1:

@@ -79,5 +79,6 @@ def main():
               f"{paths[f'{split}_ann_file']}")
     print(f'  {meta_file}')
 
+
 if __name__ == '__main__':
     main()

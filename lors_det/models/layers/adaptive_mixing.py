@@ -101,9 +101,8 @@ class AdaptiveMixing(nn.Module):
             if v <= 0:
                 raise ValueError(f'{name} must be positive, got {v}')
         c = feat_channels // num_groups
-        self.num_groups, self.in_points, self.out_points = (num_groups,
-                                                           in_points,
-                                                           out_points)
+        self.num_groups = num_groups
+        self.in_points, self.out_points = in_points, out_points
         shapes = [(c, c), (out_points, in_points)]  # M (ACM), S (ASM)
         if lorsa is None:
             self.generator = StackedGenerator(content_dim, shapes, num_groups,
