@@ -26,6 +26,45 @@ from .checks import check_positive, check_rank, per_layer
 from .merge import MergeableStack
 
 
+def _autocast_dtype(device_type: str, default: torch.dtype) -> torch.dtype:
+    """The dtype autocast would run a matmul in here, or ``default``."""
+    if device_type == 'cuda' and torch.is_autocast_enabled():
+        return torch.get_autocast_gpu_dtype()
+    if device_type == 'cpu' and torch.is_autocast_cpu_enabled():
+        return torch.get_autocast_cpu_dtype()
+    return default
+
+
+class _LowRankResidualLinear(torch.autograd.Function):
+    """``y = x W^T + (x A^T) B^T + b`` with a backward that reads ``x`` once
+    for the gradients of W and A (one GEMM with ``[g, g B]``) and adds the
+    low-rank part of the input gradient in place (``addmm_``), instead of
+    autograd's separate tensor and sum. All inputs share one dtype.
+
+    Shapes: x (rows, in), W (out, in), A (K*r, in), B (out, K*r), b (out).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, A, B, bias):
+        xa = x @ A.t()  # (rows, K*r)
+        y = torch.addmm(bias, x, weight.t())
+        y.addmm_(xa, B.t())
+        ctx.save_for_backward(x, weight, A, B, xa)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, A, B, xa = ctx.saved_tensors
+        gb = g @ B  # (rows, K*r)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = g @ weight
+            grad_x.addmm_(gb, A)
+        grad_w, grad_A = (torch.cat([g, gb], 1).t() @ x).split(
+            [weight.shape[0], A.shape[0]])
+        return grad_x, grad_w, grad_A, g.t() @ xa, g.sum(0)
+
+
 class LORSTLinear(MergeableStack):
     """N stacked linear layers sharing one weight plus private low-rank parts.
 
@@ -99,9 +138,10 @@ class LORSTLinear(MergeableStack):
         """Apply layer ``layer``: (..., in) -> (..., out).
 
         Unmerged, the private part is applied in low-rank order,
-        ``x W_shared^T + (x A^T) B^T + b``: the dense (out, in) weight of the
-        layer (and its gradient) is never formed, which would cost more
-        memory traffic than the (rows, K*r) detour through the factors.
+        ``x W_shared^T + (x A^T) B^T + b`` (:class:`_LowRankResidualLinear`):
+        the dense (out, in) weight of the layer (and its gradient) is never
+        formed, which would cost more memory traffic than the (rows, K*r)
+        detour through the factors.
         """
         if self.merged:
             return F.linear(x, self.merged_weight[layer],
@@ -110,10 +150,16 @@ class LORSTLinear(MergeableStack):
         A, B = self.private_A[layer], self.private_B[layer]
         if self.shared_weight is None:
             return F.linear(F.linear(x, A), B, bias)
-        rows = x.reshape(-1, self.in_features)
-        out = F.linear(rows, self.shared_weight, bias)
-        if A.shape[0]:  # zero rows: shared-only ablation
-            out = torch.addmm(out, F.linear(rows, A), B.t())
+        if A.shape[0] == 0:  # shared-only ablation
+            return F.linear(x, self.shared_weight, bias)
+        # the Function computes in one dtype (its in-place ops and backward
+        # are not autocast): cast to autocast's choice here; the casts are
+        # differentiable, so float32 parameters get float32 gradients
+        dtype = _autocast_dtype(x.device.type, x.dtype)
+        args = [t.to(dtype) for t in (x.reshape(-1, self.in_features),
+                                      self.shared_weight, A, B, bias)]
+        with torch.autocast(x.device.type, enabled=False):
+            out = _LowRankResidualLinear.apply(*args)
         return out.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

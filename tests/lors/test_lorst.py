@@ -122,3 +122,27 @@ def test_low_rank_forward_equals_dense_weight_with_gradients(kwargs):
                 assert b is None or not b.any()
             else:
                 torch.testing.assert_close(a, b)
+
+
+def test_low_rank_forward_under_bfloat16_autocast():
+    """Under autocast the layer computes in bfloat16 like ``F.linear`` would,
+    and its float32 parameters get float32 gradients close to the float32
+    ones."""
+    layer = LORSTLinear(64, 16, num_layers=2, rank=4)
+    randomise_private(layer)
+    x = torch.randn(3, 64)
+    ref = layer(x, 1)
+    ref.square().sum().backward()
+    ref_grads = [p.grad.clone() for p in layer.parameters()
+                 if p.grad is not None]
+    layer.zero_grad()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = layer(x, 1)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.1)
+    out.float().square().sum().backward()
+    grads = [p.grad for p in layer.parameters() if p.grad is not None]
+    assert len(grads) == len(ref_grads)
+    for g, r in zip(grads, ref_grads):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, r, rtol=0.1, atol=0.5)
