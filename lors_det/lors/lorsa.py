@@ -17,6 +17,10 @@ At init every Z is zero, so every layer generates exactly the shared matrices.
 Output layouts follow the official code (so checkpoints convert by renaming):
 the shared output is (G, sum_j m_j n_j) per query, the private one
 (J, G*K_i, r, r) with group-major, factor-minor order.
+
+The matrices are affine in q, so for inference :meth:`merge` folds every
+layer into one dense generator (:meth:`dense_layer`), AdaMixer's per-stage
+``Linear``.
 """
 from typing import List, Sequence, Tuple, Union
 
