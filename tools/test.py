@@ -183,12 +183,10 @@ def main():
     # A checkpoint of another architecture would otherwise load partially
     # (mmengine only warns) and be evaluated with random weights.
     if checkpoint is not None:
-        model = runner.model
-        while hasattr(model, 'module'):  # DDP / TTA wrappers
-            model = model.module
         try:
             check_checkpoint_matches_model(
-                model, checkpoint, args.checkpoint, config=args.config)
+                runner.model, checkpoint, args.checkpoint,
+                config=args.config)
         except CheckpointError as e:
             sys.exit(f'error: {e}')
         del checkpoint

@@ -31,7 +31,8 @@ from mmdet.utils import (register_all_modules,  # noqa: E402
                          setup_cache_size_limit_of_dynamo)
 from lors_det.utils import setup_cpu_dist  # noqa: E402
 from lors_det.utils.checkpoint import (  # noqa: E402
-    CheckpointError, load_checkpoint_file, register_checkpoint_loader)
+    CheckpointError, check_checkpoint_matches_model, load_checkpoint_file,
+    register_checkpoint_loader)
 
 
 def parse_args():
@@ -134,9 +135,10 @@ def main():
         cfg.resume = True
         cfg.load_from = args.resume
     # fail on a damaged checkpoint now, not after building data and model
+    checkpoint = None
     if cfg.get('load_from') and '://' not in cfg.load_from:
         try:
-            load_checkpoint_file(cfg.load_from)
+            checkpoint = load_checkpoint_file(cfg.load_from)
         except (CheckpointError, OSError) as e:
             sys.exit(f'error: {e}')
 
@@ -147,6 +149,18 @@ def main():
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
+
+    # Resuming needs the same architecture: mmengine would load another
+    # one's weights partially (warnings only) and then fail inside the
+    # optimizer. (load_from without --resume stays non-strict on purpose:
+    # fine-tuning from a checkpoint with another head is a normal use.)
+    if cfg.get('resume') and checkpoint is not None:
+        try:
+            check_checkpoint_matches_model(runner.model, checkpoint,
+                                           cfg.load_from, config=args.config)
+        except CheckpointError as e:
+            sys.exit(f'error: {e}')
+    del checkpoint
 
     # start training
     runner.train()

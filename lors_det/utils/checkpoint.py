@@ -355,6 +355,9 @@ def check_checkpoint_matches_model(
     """Raise :class:`CheckpointMismatchError` unless every parameter and
     buffer of ``model`` is in the checkpoint with the same shape.
 
+    ``model`` may be wrapped (DDP, TTA: ``.module``); the wrapped model is
+    compared.
+
     ``model`` is not changed; the shapes are those of a copy of it after a
     non-strict ``load_state_dict`` of the checkpoint, so modules that adapt
     to the checkpoint while loading (e.g. ``LoRITaLinear`` with compressed
@@ -365,6 +368,8 @@ def check_checkpoint_matches_model(
     differently shaped entries, and the model type the checkpoint was
     trained with when its ``meta`` tells.
     """
+    while hasattr(model, 'module'):  # DDP / TTA wrappers
+        model = model.module
     state = checkpoint.get('state_dict', checkpoint) if isinstance(
         checkpoint, dict) else None
     if not isinstance(state, dict):
@@ -418,7 +423,7 @@ def check_checkpoint_matches_model(
             lines.append('  the checkpoint was trained with decoder mixing='
                          f"dict({' '.join(m.group(1).split())})")
     lines.append('It was probably trained with another config (e.g. '
-                 'AdaMixer vs AdaMixer+LORS); test it with the config it was '
+                 'AdaMixer vs AdaMixer+LORS); use it with the config it was '
                  "trained with (stored in the checkpoint's meta['cfg']).")
     raise CheckpointMismatchError('\n'.join(lines))
 

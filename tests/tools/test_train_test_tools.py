@@ -389,3 +389,18 @@ def test_missing_checkpoint(train_config, tmp_path):
     assert proc.returncode != 0
     assert missing in proc.stdout
     assert 'checkpoint' in proc.stdout and 'does not exist' in proc.stdout
+
+
+def test_resume_from_another_architecture_is_refused(train_config, tmp_path):
+    """``--resume`` with an AdaMixer checkpoint into the AdaMixer+LORS config
+    stops before training, naming the file, instead of loading part of it."""
+    from conftest import SYNTHETIC, build_model
+    ckpt = tmp_path / 'adamixer.pth'
+    torch.save(dict(state_dict=build_model(SYNTHETIC['adamixer'])
+                    .state_dict(), meta=dict(epoch=1, iter=2)), ckpt)
+    work_dir = tmp_path / 'work'
+    proc = _run([sys.executable, TRAIN, train_config, '--work-dir',
+                 str(work_dir), '--resume', str(ckpt)], check=False)
+    assert proc.returncode != 0
+    assert str(ckpt) in proc.stdout and 'does not fit' in proc.stdout
+    assert not glob.glob(str(work_dir / '*.pth'))  # nothing trained
