@@ -127,7 +127,8 @@ def test_low_rank_forward_equals_dense_weight_with_gradients(kwargs):
 def test_low_rank_forward_under_bfloat16_autocast():
     """Under autocast the layer computes in bfloat16 like ``F.linear`` would,
     and its float32 parameters get float32 gradients close to the float32
-    ones."""
+    ones (bfloat16 keeps ~3 significant digits: compared by relative norm)."""
+    torch.manual_seed(0)
     layer = LORSTLinear(64, 16, num_layers=2, rank=4)
     randomise_private(layer)
     x = torch.randn(3, 64)
@@ -139,10 +140,14 @@ def test_low_rank_forward_under_bfloat16_autocast():
     with torch.autocast('cpu', dtype=torch.bfloat16):
         out = layer(x, 1)
     assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.1)
+
+    def rel_err(a, b):
+        return float((a.float() - b).norm() / b.norm())
+
+    assert rel_err(out, ref) < 0.02
     out.float().square().sum().backward()
     grads = [p.grad for p in layer.parameters() if p.grad is not None]
-    assert len(grads) == len(ref_grads)
+    assert len(grads) == len(ref_grads) == 4  # W_shared, A_1, B_1, b_1
     for g, r in zip(grads, ref_grads):
         assert g.dtype == torch.float32
-        torch.testing.assert_close(g, r, rtol=0.1, atol=0.5)
+        assert rel_err(g, r) < 0.05
