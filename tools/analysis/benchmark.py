@@ -116,6 +116,12 @@ def random_batch(model, batch, shape, num_gts, device, gen):
     return feats, samples, images
 
 
+def parse_spec(spec: str):
+    """``CONFIG[:merged]`` -> (config path, merged)."""
+    merged = spec.endswith(':merged')
+    return (spec[:-len(':merged')] if merged else spec), merged
+
+
 def measure(spec, args):
     """Benchmark one ``CONFIG[:merged]`` in this process."""
     from mmdet.registry import MODELS
@@ -125,8 +131,7 @@ def measure(spec, args):
     import lors_det  # noqa: F401
     from lors_det.lors import count_parameters
     register_all_modules()
-    merged = spec.endswith(':merged')
-    path = spec[:-len(':merged')] if merged else spec
+    path, merged = parse_spec(spec)
     cfg = Config.fromfile(path)
     cfg.model.backbone.init_cfg = None  # no download: weights do not matter
     device = torch.device(args.device)
@@ -267,7 +272,7 @@ def parse_args(argv=None):
         if getattr(args, name) < 1:
             parser.error(f'--{name} must be at least 1')
     for spec in args.configs:
-        path = spec[:-7] if spec.endswith(':merged') else spec
+        path, _ = parse_spec(spec)
         if not osp.isfile(path):
             parser.error(f'config file does not exist: {path}')
     if args.device == 'cuda' and not torch.cuda.is_available():
