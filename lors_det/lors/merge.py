@@ -6,13 +6,14 @@ Both LORS structures are affine per layer once trained: LORST's layer i is
 every layer folds into one dense ``Linear`` (weight (out, in), bias (out)),
 which is exactly what the unshared AdaMixer stack holds.
 """
+from abc import ABCMeta, abstractmethod
 from typing import Dict, Tuple
 
 import torch
 import torch.nn as nn
 
 
-class MergeableStack(nn.Module):
+class MergeableStack(nn.Module, metaclass=ABCMeta):
     """A stack of ``num_layers`` layers that :meth:`merge` folds into dense
     per-layer weights (``merged_weight`` (N, out, in), ``merged_bias``
     (N, out)); subclasses define :meth:`dense_layer` and use the merged
@@ -31,9 +32,9 @@ class MergeableStack(nn.Module):
         self.register_buffer('merged_weight', None, persistent=False)
         self.register_buffer('merged_bias', None, persistent=False)
 
+    @abstractmethod
     def dense_layer(self, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Layer i as (weight (out, in), bias (out))."""
-        raise NotImplementedError
 
     @torch.no_grad()
     def merge(self) -> None:
