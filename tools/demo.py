@@ -43,8 +43,6 @@ import traceback
 from typing import Dict, List, Sequence
 
 _REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
 
 DEFAULT_CONFIG = 'configs/synthetic/adamixer-lors_tiny_synthetic.py'
 MAKE_DATA = osp.join(_REPO_ROOT, 'tools', 'misc', 'make_synthetic_coco.py')

@@ -9,7 +9,11 @@ Usage is identical to mmdetection's ``tools/test.py``::
     tools/dist_test.sh CONFIG CHECKPOINT NUM_GPUS [args]
 
 On machines without CUDA, ``--launcher pytorch|slurm|mpi`` runs CPU DDP over
-gloo (see :mod:`lors_det.utils.dist`).
+gloo (see :mod:`lors_det.engine.dist`).
+
+The checkpoint is read and checked against the model before anything runs
+(:mod:`lors_det.engine.checkpoint`: no code execution, every weight present,
+tensors, finite, same shapes and dtypes).
 """
 import argparse
 import os
@@ -18,26 +22,18 @@ import sys
 import warnings
 from copy import deepcopy
 
-# Make `lors_det` importable when run as `python tools/test.py` from a
-# checkout that has not been pip-installed.
-_REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
+from mmengine import ConfigDict
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
 
-import lors_det  # noqa: E402,F401  (populates plugin registries)
-from mmengine import ConfigDict  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
-
-from mmdet.engine.hooks.utils import trigger_visualization_hook  # noqa: E402
-from mmdet.evaluation import DumpDetResults  # noqa: E402
-from mmdet.registry import RUNNERS  # noqa: E402
-from mmdet.utils import (register_all_modules,  # noqa: E402
-                         setup_cache_size_limit_of_dynamo)
-from lors_det.utils import setup_cpu_dist  # noqa: E402
-from lors_det.utils.checkpoint import (  # noqa: E402
-    CheckpointError, check_checkpoint_matches_model, load_checkpoint_file,
-    register_checkpoint_loader)
+import lors_det  # noqa: F401  (populates plugin registries)
+from lors_det.engine.checkpoint import (CheckpointError, check_checkpoint,
+                                        load_checkpoint_file)
+from lors_det.engine.dist import setup_cpu_dist
+from mmdet.engine.hooks.utils import trigger_visualization_hook
+from mmdet.evaluation import DumpDetResults
+from mmdet.registry import RUNNERS
+from mmdet.utils import register_all_modules, setup_cache_size_limit_of_dynamo
 
 
 def parse_args():
@@ -102,14 +98,12 @@ def parse_args():
 def main():
     args = parse_args()
 
-    # Local checkpoints load with lors_det's loader (safe on torch >= 2.6,
-    # clear errors); a damaged one fails here, before anything is built.
-    register_checkpoint_loader()
+    # A damaged or unsafe checkpoint fails here, before anything is built.
     checkpoint = None
     if '://' not in args.checkpoint:
         try:
             checkpoint = load_checkpoint_file(args.checkpoint)
-        except (CheckpointError, OSError) as e:
+        except (CheckpointError, OSError, ValueError) as e:
             sys.exit(f'error: {e}')
 
     # Register mmdet modules; the default scope is initialised by the Runner
@@ -180,13 +174,13 @@ def main():
     else:
         runner = RUNNERS.build(cfg)
 
-    # A checkpoint of another architecture would otherwise load partially
-    # (mmengine only warns) and be evaluated with random weights.
+    # A checkpoint of another architecture, or with weights that cannot be
+    # right, would otherwise load partially (mmengine only warns) and be
+    # evaluated with random weights.
     if checkpoint is not None:
         try:
-            check_checkpoint_matches_model(
-                runner.model, checkpoint, args.checkpoint,
-                config=args.config)
+            check_checkpoint(runner.model, checkpoint, args.checkpoint,
+                             config=args.config)
         except CheckpointError as e:
             sys.exit(f'error: {e}')
         del checkpoint

@@ -9,30 +9,33 @@ Usage is identical to mmdetection's ``tools/train.py``::
     tools/dist_train.sh CONFIG NUM_GPUS [args]
 
 On machines without CUDA, ``--launcher pytorch|slurm|mpi`` runs CPU DDP over
-gloo (see :mod:`lors_det.utils.dist`).
+gloo (see :mod:`lors_det.engine.dist`).
+
+Work is never lost (docs/reliability.md): one live run per work_dir (a lock
+file with the pid); without ``--resume`` a work_dir that holds checkpoints
+is refused; ``--resume`` takes the newest checkpoint that loads when
+``last_checkpoint`` is missing, empty or stale; the checkpoint's weights are
+checked against the model (tensors, finite, shapes, dtypes) before training.
 """
 import argparse
+import atexit
 import os
 import os.path as osp
 import sys
 
-# Make `lors_det` importable when run as `python tools/train.py` from a
-# checkout that has not been pip-installed.
-_REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
-import lors_det  # noqa: E402,F401  (populates plugin registries)
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
-
-from mmdet.utils import (register_all_modules,  # noqa: E402
-                         setup_cache_size_limit_of_dynamo)
-from lors_det.utils import setup_cpu_dist  # noqa: E402
-from lors_det.utils.checkpoint import (  # noqa: E402
-    CheckpointError, check_checkpoint_matches_model, load_checkpoint_file,
-    register_checkpoint_loader)
+import lors_det  # noqa: F401  (populates plugin registries)
+from lors_det.engine.checkpoint import (CheckpointError, check_checkpoint,
+                                        load_checkpoint_file)
+from lors_det.engine.dist import setup_cpu_dist
+from lors_det.engine.fileio import WorkDirBusyError, WorkDirLock
+from lors_det.engine.resume import (ResumeError, find_resume_checkpoint,
+                                    refuse_fresh_start)
+from mmdet.utils import register_all_modules, setup_cache_size_limit_of_dynamo
 
 
 def parse_args():
@@ -85,12 +88,38 @@ def parse_args():
     return args
 
 
+def _is_main_process() -> bool:
+    rank = os.environ.get('RANK', os.environ.get('SLURM_PROCID', '0'))
+    return rank == '0'
+
+
+def prepare_work_dir(cfg, resume):
+    """Lock ``cfg.work_dir``, choose what to load, and read it.
+
+    Sets ``cfg.resume``/``cfg.load_from``; returns the loaded checkpoint
+    (None when nothing is loaded).
+    """
+    if _is_main_process():
+        lock = WorkDirLock(cfg.work_dir)
+        lock.acquire()
+        atexit.register(lock.release)
+    if resume == 'auto':
+        path, checkpoint = find_resume_checkpoint(cfg.work_dir)
+        if path is None:
+            print(f'no checkpoint in {cfg.work_dir}: starting from scratch')
+        cfg.resume, cfg.load_from = path is not None, path
+        return checkpoint
+    if resume is not None:
+        cfg.resume, cfg.load_from = True, resume
+    else:
+        refuse_fresh_start(cfg.work_dir)
+    if cfg.get('load_from') and '://' not in cfg.load_from:
+        return load_checkpoint_file(cfg.load_from)
+    return None
+
+
 def main():
     args = parse_args()
-    # Local checkpoints (--resume, load_from) load with lors_det's loader:
-    # safe on torch >= 2.6, clear errors for damaged files.
-    register_checkpoint_loader()
-
     # Register mmdet modules; the default scope is initialised by the Runner
     # from `cfg.default_scope`.
     register_all_modules(init_default_scope=False)
@@ -112,6 +141,10 @@ def main():
 
     # enable automatic-mixed-precision training
     if args.amp is True:
+        if not torch.cuda.is_available():
+            sys.exit('error: --amp needs a CUDA GPU (mmengine\'s '
+                     'AmpOptimWrapper is CUDA-only); train without --amp '
+                     'on this machine (float32)')
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
 
@@ -127,20 +160,11 @@ def main():
                                '"auto_scale_lr.base_batch_size" in your'
                                ' configuration file.')
 
-    # resume is determined in this priority: resume from > auto_resume
-    if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
-    elif args.resume is not None:
-        cfg.resume = True
-        cfg.load_from = args.resume
-    # fail on a damaged checkpoint now, not after building data and model
-    checkpoint = None
-    if cfg.get('load_from') and '://' not in cfg.load_from:
-        try:
-            checkpoint = load_checkpoint_file(cfg.load_from)
-        except (CheckpointError, OSError) as e:
-            sys.exit(f'error: {e}')
+    try:
+        checkpoint = prepare_work_dir(cfg, args.resume)
+    except (CheckpointError, OSError, ResumeError, WorkDirBusyError,
+            ValueError) as e:
+        sys.exit(f'error: {e}')
 
     setup_cpu_dist(cfg, args.launcher)  # CPU-only DDP over gloo; GPU: no-op
 
@@ -150,14 +174,15 @@ def main():
     else:
         runner = RUNNERS.build(cfg)
 
-    # Resuming needs the same architecture: mmengine would load another
-    # one's weights partially (warnings only) and then fail inside the
-    # optimizer. (load_from without --resume stays non-strict on purpose:
-    # fine-tuning from a checkpoint with another head is a normal use.)
-    if cfg.get('resume') and checkpoint is not None:
+    # Weights that cannot be right stop the run here (non-tensors, NaN/Inf,
+    # shape or dtype); resuming also needs every weight of the model
+    # (mmengine would load another architecture partially, with warnings
+    # only). load_from without --resume may miss weights (fine-tuning with
+    # another head).
+    if checkpoint is not None:
         try:
-            check_checkpoint_matches_model(runner.model, checkpoint,
-                                           cfg.load_from, config=args.config)
+            check_checkpoint(runner.model, checkpoint, cfg.load_from,
+                             require_all=bool(cfg.resume), config=args.config)
         except CheckpointError as e:
             sys.exit(f'error: {e}')
     del checkpoint

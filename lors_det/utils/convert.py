@@ -281,25 +281,15 @@ def compare_with_model(converted: Dict[str, torch.Tensor],
                         if k in target and v.shape != target[k].shape])
 
 
-def split_checkpoint(checkpoint) -> Tuple[Dict[str, torch.Tensor], dict]:
-    """(state dict, meta) of a loaded checkpoint (mmdet style
-    ``dict(state_dict=..., meta=...)`` or a bare state dict)."""
-    if not isinstance(checkpoint, dict):
-        raise ConversionError(
-            f'checkpoint is a {type(checkpoint).__name__}, not a dict')
-    if 'state_dict' in checkpoint:
-        return checkpoint['state_dict'], dict(checkpoint.get('meta') or {})
-    if 'model' in checkpoint and isinstance(checkpoint['model'], dict):
-        return checkpoint['model'], dict(checkpoint.get('meta') or {})
-    return checkpoint, {}
-
-
 def convert_checkpoint_file(src: str, dst: str, source: str,
                             config: Optional[str] = None,
                             converter: str = '',
-                            log: Callable[[str], None] = print) -> dict:
-    """Load ``src``, convert its keys, save ``dict(state_dict, meta)`` to
-    ``dst`` and log a summary.
+                            log: Callable[[str], None] = print,
+                            force: bool = False) -> dict:
+    """Load ``src`` (:func:`~lors_det.engine.checkpoint.load_checkpoint_file`:
+    no code execution), convert its keys, save ``dict(state_dict, meta)`` to
+    ``dst`` atomically and log a summary. ``dst`` may not be ``src`` or
+    ``config``, nor an existing file unless ``force``.
 
     Args:
         src, dst (str): checkpoint paths.
@@ -308,14 +298,21 @@ def convert_checkpoint_file(src: str, dst: str, source: str,
             shapes are then checked against the model it builds, and
             unexpected keys or shape mismatches raise.
         converter (str): name recorded in ``meta``.
+        force (bool): replace an existing ``dst``.
 
     Returns:
         dict: the saved checkpoint.
     """
     if source not in CONVERTERS:
         raise ValueError(f'source must be one of {sorted(CONVERTERS)}')
-    checkpoint = torch.load(src, map_location='cpu')
-    state_dict, old_meta = split_checkpoint(checkpoint)
+    from ..engine.checkpoint import extract_state_dict, load_checkpoint_file
+    from ..engine.fileio import check_outputs, save_checkpoint
+    inputs = dict(SRC=src, **({'--config': config} if config else {}))
+    check_outputs(dict(DST=dst), inputs, force=force)
+    checkpoint = load_checkpoint_file(src)
+    state_dict = extract_state_dict(checkpoint, src)
+    old_meta = checkpoint.get('meta') if isinstance(
+        checkpoint.get('meta'), dict) else {}
     new = CONVERTERS[source](state_dict)
     missing = missing_keys(new, source)
     num_stages = len(_indices(new, r'^decoder\.stages\.(\d+)\.'))
@@ -341,7 +338,7 @@ def convert_checkpoint_file(src: str, dst: str, source: str,
             raise ConversionError('\n'.join(lines))
         missing = sorted(set(missing) | set(diff['missing']))
     out = dict(state_dict=new, meta=meta)
-    torch.save(out, dst)
+    save_checkpoint(out, dst)
     n_params = sum(v.numel() for v in new.values())
     groups = OrderedDict()
     for k in new:
@@ -376,11 +373,15 @@ def converter_main(source: str, doc: str, tool: str, argv=None) -> None:
     parser.add_argument('dst', help='where to save the converted checkpoint')
     parser.add_argument(
         '--config', help='lors_det config to check keys and shapes against')
+    parser.add_argument('--force', action='store_true',
+                        help='replace DST if it exists')
     args = parser.parse_args(argv)
+    from ..engine.checkpoint import CheckpointError
     repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(tool))))
     try:
         convert_checkpoint_file(args.src, args.dst, source,
                                 config=args.config,
-                                converter=osp.relpath(tool, repo))
-    except ConversionError as e:
+                                converter=osp.relpath(tool, repo),
+                                force=args.force)
+    except (ValueError, CheckpointError, OSError) as e:  # incl. bad paths
         sys.exit(f'error: {e}')

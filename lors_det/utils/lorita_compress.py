@@ -56,7 +56,6 @@ and ``LoRITaLinear._load_from_state_dict`` adopts them, so the SAME config
 loads it (``tools/test.py CONFIG OUT``, or ``load_state_dict(strict=True)``).
 """
 import math
-import os
 import os.path as osp
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -357,96 +356,10 @@ def compress_model(model: nn.Module, method: str,
 # ---------------------------------------------------------------------------
 # checkpoints
 # ---------------------------------------------------------------------------
-def extract_state_dict(checkpoint) -> 'OrderedDict[str, torch.Tensor]':
-    """The weights of an mmengine checkpoint (``state_dict`` inside) or of a
-    bare state dict; a DDP ``module.`` prefix on every key is removed."""
-    if not isinstance(checkpoint, dict):
-        raise LoRITaCompressError(
-            f'checkpoint is a {type(checkpoint).__name__}, expected a dict '
-            'with a state_dict')
-    sd = checkpoint.get('state_dict', checkpoint)
-    if not isinstance(sd, dict) or not sd or not all(
-            isinstance(v, torch.Tensor) for v in sd.values()):
-        raise LoRITaCompressError(
-            'checkpoint holds no state_dict of tensors (keys: '
-            f'{sorted(checkpoint)[:10]})')
-    if all(k.startswith('module.') for k in sd):
-        sd = OrderedDict((k[len('module.'):], v) for k, v in sd.items())
-    return sd
-
-
-def adopt_lorita_shapes(model: nn.Module, state_dict: dict) -> List[str]:
-    """Give every LoRITa layer of ``model`` the factor shapes of
-    ``state_dict`` (values are not copied); returns the layers changed.
-
-    ``LoRITaLinear._load_from_state_dict`` does this while loading. Call it
-    before comparing ``model.state_dict()`` with a possibly compressed
-    checkpoint, e.g. in a pre-load shape check such as
-    :func:`lors_det.utils.checkpoint.check_checkpoint_matches_model`, which
-    would otherwise reject a compressed checkpoint for the config it was
-    trained (and is meant to be tested) with.
-    """
-    changed = []
-    for name, layer in model.named_modules():
-        if not isinstance(layer, LoRITaLinear):
-            continue
-        head = f'{name}.factors.' if name else 'factors.'
-        index = {int(k[len(head):]): k for k in state_dict
-                 if k.startswith(head) and k[len(head):].isdigit()}
-        if index and sorted(index) == list(range(len(index))) and \
-                layer.adopt_factor_shapes(
-                    [state_dict[index[i]].shape for i in range(len(index))]):
-            changed.append(name)
-    return changed
-
-
-def _load_file(path: str, trusted: bool = False):
-    """Load with lors_det's safe checkpoint loader
-    (:func:`lors_det.utils.checkpoint.load_checkpoint_file`) where available:
-    a file that needs a full (code-executing) unpickle loads only with
-    ``trusted`` or ``LORS_DET_TRUST_CHECKPOINTS=1``; else ``torch.load``."""
-    try:
-        from .checkpoint import load_checkpoint_file
-    except ImportError:  # pragma: no cover
-        return torch.load(path, map_location='cpu')
-    trusted = trusted or os.environ.get('LORS_DET_TRUST_CHECKPOINTS') == '1'
-    return load_checkpoint_file(path, trusted=trusted)
-
-
-def _name_keys(keys: Sequence[str], limit: int = 20) -> str:
-    keys = list(keys)
-    shown = ', '.join(keys[:limit])
-    more = f' ... (+{len(keys) - limit} more)' if len(keys) > limit else ''
-    return f'{len(keys)}: {shown}{more}'
-
-
-def load_state_dict_checked(model: nn.Module, state_dict: dict) -> None:
-    """Load ``state_dict`` into ``model``; raise naming every missing and
-    unexpected key (or size mismatch) if it does not match the model.
-
-    LoRITa layers adopt the factor shapes of the checkpoint (a compressed
-    checkpoint loads), so its keys are compared after that adoption.
-    """
-    try:
-        result = model.load_state_dict(state_dict, strict=False)
-    except RuntimeError as e:  # size mismatches
-        raise LoRITaCompressError(
-            f'checkpoint does not match the config: {e}') from None
-    if result.missing_keys or result.unexpected_keys:
-        parts = ['checkpoint does not match the config']
-        if result.missing_keys:
-            parts.append('missing keys (in the model, not in the checkpoint) '
-                         + _name_keys(result.missing_keys))
-        if result.unexpected_keys:
-            parts.append('unexpected keys (in the checkpoint, not in the '
-                         'model) ' + _name_keys(result.unexpected_keys))
-        raise LoRITaCompressError('; '.join(parts))
-
-
 def compress_checkpoint(config, checkpoint: str, out: Optional[str],
                         method: str, value,
                         model: Optional[nn.Module] = None,
-                        trusted: bool = False
+                        force: bool = False
                         ) -> Tuple[CompressionReport, nn.Module]:
     """Build ``config``'s model, load ``checkpoint``, compress, save ``out``.
 
@@ -457,24 +370,34 @@ def compress_checkpoint(config, checkpoint: str, out: Optional[str],
             write).
         method, value: see :func:`compress_model`.
         model: an already built model of ``config`` (built if None).
-        trusted: allow a full unpickle of ``checkpoint`` if the safe
-            loader refuses it (see :func:`_load_file`).
+        force: replace an existing ``out`` (never ``checkpoint`` or the
+            config).
+
+    ``checkpoint`` is read with
+    :func:`lors_det.engine.checkpoint.load_checkpoint_file` (no code
+    execution; ``LORS_DET_TRUST_CHECKPOINTS=1`` for files that need more)
+    and checked with ``check_checkpoint`` (every weight present, tensors,
+    finite, same shapes and dtypes); ``out`` is written atomically.
 
     Returns:
         tuple: the report and the compressed model.
     """
+    from ..engine.checkpoint import load_weights
+    from ..engine.fileio import check_outputs, save_checkpoint
     from .params import build_model
     value = check_value(method, value)
+    if out is not None:
+        config_path = config if isinstance(config, str) else getattr(
+            config, 'filename', None)
+        check_outputs(dict(OUT=out), dict(
+            CKPT=checkpoint, **({'CONFIG': config_path} if config_path
+                                else {})), force=force)
     if model is None:
         model = build_model(config)
     find_lorita_layers(model)  # fail before loading anything
     if not osp.isfile(checkpoint):
         raise LoRITaCompressError(f'checkpoint does not exist: {checkpoint}')
-    try:
-        ckpt = _load_file(checkpoint, trusted)
-    except (OSError, RuntimeError) as e:  # incl. CheckpointError
-        raise LoRITaCompressError(f'cannot load {checkpoint}: {e}') from None
-    load_state_dict_checked(model, extract_state_dict(ckpt))
+    ckpt = load_weights(model, checkpoint)
     model.eval()
     report = compress_model(model, method, value)
     if out is not None:
@@ -489,9 +412,7 @@ def compress_checkpoint(config, checkpoint: str, out: Optional[str],
         state_dict = OrderedDict(
             (k, v.detach().cpu().clone())
             for k, v in model.state_dict().items())
-        if osp.dirname(out):
-            os.makedirs(osp.dirname(out), exist_ok=True)
-        torch.save(dict(meta=meta, state_dict=state_dict), out)
+        save_checkpoint(dict(meta=meta, state_dict=state_dict), out)
     return report, model
 
 

@@ -137,15 +137,14 @@ def interrupted_run(tiny_config, tmp_path_factory):
     os.killpg(proc.pid, signal.SIGKILL)
     out = finish(proc, cmd, check=False)
     last = work_dir / 'last_checkpoint'
+    partials = sorted(work_dir.glob(f'iter_{MAX_ITERS}.pth.*.partial'))
     return dict(
         work_dir=str(work_dir),
         output=out.stdout,
         returncode=out.returncode,
         files=sorted(os.listdir(work_dir)),
         last_checkpoint=last.read_text() if last.exists() else None,
-        partial_size=osp.getsize(
-            work_dir / f'iter_{MAX_ITERS}.pth.partial') if osp.exists(
-                work_dir / f'iter_{MAX_ITERS}.pth.partial') else None)
+        partial_size=osp.getsize(partials[0]) if partials else None)
 
 
 @pytest.fixture(autouse=True)

@@ -1,9 +1,9 @@
 """Loading checkpoints: safe on torch >= 2.6, clear errors naming the file.
 
-``lors_det.utils.checkpoint.load_checkpoint_file`` loads plain state dicts
-with ``weights_only=True`` and mmengine checkpoints with a restricted
-unpickler (no code execution), refuses other pickles unless trusted, and
-turns truncated/corrupt files into ``CheckpointError`` naming the file.
+``lors_det.engine.checkpoint.load_checkpoint_file`` loads plain state dicts
+and mmengine checkpoints with a restricted unpickler (no code execution),
+refuses other pickles unless trusted, and turns truncated/corrupt files into
+``CheckpointError`` naming the file.
 ``tools/test.py`` and ``tools/train.py`` use it (fail fast), and
 ``tools/test.py`` refuses a checkpoint of another architecture.
 """
@@ -19,12 +19,12 @@ import torch
 from mmengine.runner import CheckpointLoader
 from mmengine.runner.checkpoint import _load_checkpoint
 
-from lors_det.utils.checkpoint import (CheckpointError,
-                                       CheckpointMismatchError,
-                                       UntrustedCheckpointError,
-                                       check_checkpoint_matches_model,
-                                       load_checkpoint_file,
-                                       register_checkpoint_loader)
+from lors_det.engine.checkpoint import (CheckpointError,
+                                        CheckpointMismatchError,
+                                        UntrustedCheckpointError,
+                                        check_checkpoint,
+                                        load_checkpoint_file,
+                                        register_checkpoint_loader)
 from .helpers import CKPT_INTERVAL, MAX_ITERS, TEST, TRAIN, run
 
 
@@ -71,7 +71,11 @@ def test_plain_state_dict_and_numpy_meta_load(tmp_path):
 def test_registered_loader_makes_mmengine_work_with_weights_only_default(
         mmengine_ckpt, monkeypatch):
     """Simulate torch >= 2.6 (``weights_only`` defaults to True): mmengine's
-    own loader fails on its checkpoints, the registered one does not."""
+    own loader fails on its checkpoints, the registered one does not.
+    Importing lors_det registers it."""
+    from lors_det.engine.checkpoint import _mmengine_local_loader
+    from mmengine.runner.checkpoint import load_from_local
+    assert CheckpointLoader._schemes[''] is _mmengine_local_loader
     real_load = torch.load
 
     def load_as_in_torch_2_6(*args, weights_only=None, **kwargs):
@@ -81,7 +85,7 @@ def test_registered_loader_makes_mmengine_work_with_weights_only_default(
 
     monkeypatch.setattr(torch, 'load', load_as_in_torch_2_6)
     monkeypatch.setattr(CheckpointLoader, '_schemes',
-                        dict(CheckpointLoader._schemes))
+                        dict(CheckpointLoader._schemes, **{'': load_from_local}))
     with pytest.raises(Exception, match='Weights only load failed'):
         _load_checkpoint(mmengine_ckpt, map_location='cpu')
     register_checkpoint_loader()
@@ -163,7 +167,7 @@ def test_code_executing_pickle_is_refused_unless_trusted(tmp_path):
     torch.save({'args': argparse.Namespace(lr=0.1)}, path)
     with pytest.raises(UntrustedCheckpointError, match='Namespace'):
         load_checkpoint_file(path)
-    with pytest.warns(UserWarning, match='only do this for files you trust'):
+    with pytest.warns(UserWarning, match='can run arbitrary code'):
         assert load_checkpoint_file(path, trusted=True)['args'].lr == 0.1
 
 
@@ -177,10 +181,10 @@ def test_checkpoint_of_another_architecture_is_named(mmengine_ckpt,
     from mmengine.config import Config
     ckpt = load_checkpoint_file(mmengine_ckpt)
     adamixer = MODELS.build(Config.fromfile(tiny_config).model)
-    check_checkpoint_matches_model(adamixer, ckpt, mmengine_ckpt)  # fits
+    check_checkpoint(adamixer, ckpt, mmengine_ckpt)  # fits
     lors = MODELS.build(Config.fromfile(tiny_lors_config).model)
     with pytest.raises(CheckpointMismatchError) as info:
-        check_checkpoint_matches_model(lors, ckpt, mmengine_ckpt)
+        check_checkpoint(lors, ckpt, mmengine_ckpt)
     msg = str(info.value)
     assert mmengine_ckpt in msg
     assert 'missing from it, e.g. decoder.mixing.' in msg

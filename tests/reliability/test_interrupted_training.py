@@ -27,9 +27,8 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
-from lors_det.utils.checkpoint import (PARTIAL_SUFFIX, CheckpointError,
-                                       atomic_write_bytes,
-                                       load_checkpoint_file)
+from lors_det.engine.checkpoint import CheckpointError, load_checkpoint_file
+from lors_det.engine.fileio import PARTIAL_SUFFIX, atomic_write_bytes
 from .helpers import CKPT_INTERVAL, MAX_ITERS, TRAIN, losses_by_run, run
 
 LOSS_RTOL = 1e-5

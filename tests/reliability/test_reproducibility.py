@@ -10,7 +10,7 @@ config and seed, so bit-identical losses show that nothing outside the seed
 """
 import os.path as osp
 
-from lors_det.utils.checkpoint import load_checkpoint_file
+from lors_det.engine.checkpoint import load_checkpoint_file
 from .helpers import CKPT_INTERVAL, MAX_ITERS, losses_by_run
 
 

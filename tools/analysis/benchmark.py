@@ -127,7 +127,6 @@ def measure(spec, args):
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
-    sys.path.insert(0, REPO)
     import lors_det  # noqa: F401
     from lors_det.lors import count_parameters
     register_all_modules()

@@ -21,12 +21,7 @@ The logic lives in :mod:`lors_det.utils.params`.
 """
 import argparse
 import json
-import os.path as osp
-import sys
 
-_REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
 
 from lors_det.utils.params import (describe_decoder, format_counts,  # noqa
                                    json_summary, load_config, param_counts)

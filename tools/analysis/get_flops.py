@@ -59,15 +59,11 @@ from typing import Any, Dict, List, Sequence
 import torch
 import torch.nn as nn
 
-_REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
+from mmengine.analysis import FlopAnalyzer
+from mmengine.analysis.jit_handles import get_shape
+from mmengine.config import Config, DictAction
 
-from mmengine.analysis import FlopAnalyzer  # noqa: E402
-from mmengine.analysis.jit_handles import get_shape  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
-
-from lors_det.utils.params import build_model  # noqa: E402
+from lors_det.utils.params import build_model
 
 
 # ---------------------------------------------------------------------------

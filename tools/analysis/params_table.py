@@ -16,11 +16,8 @@ variant and the mixing may differ); "-" elsewhere.
 import argparse
 import glob
 import os.path as osp
-import sys
 
 _REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
 
 from lors_det.utils.params import (decoder_settings, load_config,  # noqa
                                    param_counts, reduction)

@@ -32,16 +32,12 @@ from typing import Dict, List
 
 import numpy as np
 import torch
+from mmengine.config import Config, DictAction
 
-_REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-import lors_det  # noqa: E402,F401  (registers the plugin's modules)
-from mmengine.config import Config, DictAction  # noqa: E402
-
-from lors_det.models.layers import (make_sample_points,  # noqa: E402
-                                    xyzr_to_xyxy)
+import lors_det  # noqa: F401  (registers the plugin's modules)
+from lors_det.engine.checkpoint import CheckpointError, load_weights
+from lors_det.engine.fileio import check_outputs
+from lors_det.models.layers import make_sample_points, xyzr_to_xyxy
 
 
 def parse_args(argv=None):
@@ -217,7 +213,18 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    model = init_detector(cfg, args.checkpoint, device=args.device)
+    try:
+        check_outputs(dict(OUT=args.out), dict(CONFIG=args.config,
+                                               CHECKPOINT=args.checkpoint,
+                                               IMAGE=args.image), force=True)
+        model = init_detector(cfg, None, device='cpu')
+        meta = load_weights(model, args.checkpoint,
+                            config=args.config).get('meta') or {}
+    except (ValueError, CheckpointError, OSError) as e:
+        sys.exit(f'error: {e}')
+    if isinstance(meta.get('dataset_meta'), dict):
+        model.dataset_meta = meta['dataset_meta']
+    model.to(args.device)
     num_stages = len(model.decoder.stages)
     stage = args.stage % num_stages
     cap = capture(model, args.image, stage)

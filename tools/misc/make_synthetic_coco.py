@@ -14,12 +14,7 @@ import os
 import os.path as osp
 import sys
 
-try:
-    from lors_det.datasets import make_synthetic_coco
-except ImportError:  # not installed: run from a source checkout
-    sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..',
-                                '..'))
-    from lors_det.datasets import make_synthetic_coco
+from lors_det.datasets import make_synthetic_coco
 
 
 def parse_args():

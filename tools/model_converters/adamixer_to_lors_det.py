@@ -5,21 +5,18 @@ The source is an mmdet 2.x checkpoint of the official code.
 Usage::
 
     python tools/model_converters/adamixer_to_lors_det.py \
-        SRC DST [--config CONFIG]
+        SRC DST [--config CONFIG] [--force]
 
-Loads SRC (``torch.load(SRC, map_location='cpu')``; its ``state_dict`` or
-the dict itself), renames every key (table and layout checks:
-:mod:`lors_det.utils.convert`) and saves ``dict(state_dict=..., meta=dict(
-converted_from=SRC, ...))`` to DST. Keys no rule knows are an error naming
+Reads SRC with lors_det's checkpoint reader (no code execution; its
+``state_dict`` or ``model`` or the dict itself), renames every key (table
+and layout checks: :mod:`lors_det.utils.convert`) and saves
+``dict(state_dict=..., meta=dict(converted_from=SRC, ...))`` to DST
+atomically (DST may not be SRC or CONFIG; an existing DST is replaced only
+with ``--force``). Keys no rule knows are an error naming
 them; target keys the source lacks are listed. With ``--config`` the result
 is also checked (keys and shapes) against the model that config builds.
 """
-import os.path as osp
-import sys
-
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, REPO)
-from lors_det.utils.convert import converter_main  # noqa: E402
+from lors_det.utils.convert import converter_main
 
 if __name__ == '__main__':
     converter_main('adamixer', __doc__, __file__)

@@ -3,7 +3,7 @@
 Usage::
 
     python tools/model_converters/lorita_compress.py CONFIG CKPT OUT
-        (--rank R | --energy E | --ratio P) [--trusted]
+        (--rank R | --energy E | --ratio P) [--trusted] [--force]
 
 Builds CONFIG's model, loads CKPT (an mmengine checkpoint), multiplies out
 every ``LoRITaLinear`` (exact) and keeps its top singular directions:
@@ -22,16 +22,13 @@ config: ``python tools/test.py CONFIG OUT`` (the LoRITa layers adopt the
 compressed shapes on load). Logic: :mod:`lors_det.utils.lorita_compress`.
 """
 import argparse
+import os
 import os.path as osp
 import sys
 
-_REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-from lors_det.utils.lorita_compress import (LoRITaCompressError,  # noqa: E402
-                                            check_value, compress_checkpoint,
-                                            format_report)
+from lors_det.engine.checkpoint import TRUST_ENV, CheckpointError
+from lors_det.utils.lorita_compress import (LoRITaCompressError, check_value,
+                                            compress_checkpoint, format_report)
 
 
 def parse_args(argv=None):
@@ -54,7 +51,9 @@ def parse_args(argv=None):
     parser.add_argument(
         '--trusted', action='store_true',
         help='allow a full (code-executing) unpickle of CKPT if the safe '
-        'loader refuses it (also: LORS_DET_TRUST_CHECKPOINTS=1)')
+        'loader refuses it (same as LORS_DET_TRUST_CHECKPOINTS=1)')
+    parser.add_argument('--force', action='store_true',
+                        help='replace OUT if it exists')
     args = parser.parse_args(argv)
     for method in ('rank', 'energy', 'ratio'):
         value = getattr(args, method)
@@ -73,11 +72,13 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.trusted:
+        os.environ[TRUST_ENV] = '1'
     try:
         report, _ = compress_checkpoint(args.config, args.checkpoint,
                                         args.out, args.method, args.value,
-                                        trusted=args.trusted)
-    except LoRITaCompressError as e:
+                                        force=args.force)
+    except (ValueError, CheckpointError, OSError) as e:  # incl. bad paths
         sys.exit(f'error: {e}')
     print(format_report(report))
     print(f'saved {args.out}; evaluate with: python tools/test.py '

@@ -19,15 +19,18 @@ What mmengine 0.10.7's ``CheckpointHook`` does, and what can go wrong:
 changes only the order and the way files are written:
 
 1. every checkpoint file is written through the ``'atomic_local'`` file
-   backend (:class:`lors_det.utils.checkpoint.AtomicLocalBackend`):
-   ``<name>.partial`` in the same directory, fsync, ``os.replace`` onto the
+   backend (:class:`lors_det.engine.fileio.AtomicLocalBackend`):
+   ``<name>.<pid>.partial`` in the same directory, after a check that the
+   disk has room for it, fsync, ``os.replace`` onto the
    final name, fsync of the directory; a checkpoint name therefore always
    holds a complete file;
 2. then ``last_checkpoint`` is rewritten atomically the same way;
 3. only then are outdated checkpoints (``max_keep_ckpts``) and the previous
    best checkpoint deleted.
 
-A ``<name>.partial`` left by a killed save is deleted in ``before_train``.
+A ``<name>.<pid>.partial`` left by a killed save is deleted in
+``before_train`` when no process with that pid runs (a live one is another
+run writing into this work_dir: it is left alone, with a warning).
 For a non-local ``out_dir`` (``s3://``, ... or explicit
 ``backend_args``/``file_client_args``) the storage backend writes as it
 always does (object stores replace objects atomically anyway); the
@@ -41,8 +44,8 @@ from mmdet.registry import HOOKS
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
 
-from ...utils.checkpoint import (PARTIAL_SUFFIX, AtomicLocalBackend,
-                                 atomic_write_text)
+from ..fileio import (PARTIAL_SUFFIX, AtomicLocalBackend, atomic_write_text,
+                      partial_owner, pid_alive)
 
 
 class _DeferRemovals:
@@ -107,6 +110,12 @@ class AtomicCheckpointHook(CheckpointHook):
         pattern = osp.join(glob.escape(str(self.out_dir)), '*' +
                            PARTIAL_SUFFIX)
         for path in sorted(glob.glob(pattern)):
+            owner = partial_owner(path)
+            if owner is not None and pid_alive(owner):
+                runner.logger.warning(
+                    f'{path} is being written by process {owner}: another '
+                    'run saves into this work_dir; left alone.')
+                continue
             try:
                 os.remove(path)
             except OSError:
