@@ -11,6 +11,8 @@ import json
 import os
 import os.path as osp
 import shutil
+import signal
+import traceback
 
 import pytest
 from mmdet.datasets import CocoDataset
@@ -128,13 +130,6 @@ def test_missing_top_level_key(data, key):
     _raises(ValueError, root, str(root / ANN), f"missing the key '{key}'")
 
 
-def test_test_mode_accepts_image_info_file_without_annotations(data):
-    root, coco = data
-    del coco['annotations']  # like COCO's image_info_test-dev2017.json
-    _write(root, coco)
-    assert len(_build(root, test_mode=True)) == 8
-
-
 @pytest.mark.parametrize('bbox', [[1.0, 2.0, 3.0], [1.0, 2.0, 'w', 4.0],
                                   [1.0, float('nan'), 3.0, 4.0], None])
 def test_malformed_bbox(data, bbox):
@@ -228,7 +223,8 @@ def test_degenerate_boxes_are_dropped_with_a_warning(data):
     with pytest.warns(DatasetWarning) as record:
         ds = _build(root)
     msg = ' '.join(str(w.message) for w in record)
-    assert '2 degenerate boxes' in msg and str(root / ANN) in msg
+    assert 'degenerate (width or height <= 0): 2 (' in msg
+    assert str(root / ANN) in msg
     assert f"annotation id {zero_w['id']}" in msg
     assert f"annotation id {neg_h['id']}" in msg
     assert len(ds) == 8  # nothing else lost
@@ -239,7 +235,8 @@ def test_degenerate_boxes_are_dropped_with_a_warning(data):
     assert all(b['bbox'][2] > b['bbox'][0] and b['bbox'][3] > b['bbox'][1]
                for b in info['instances'])
     # ... or an error, if asked for
-    _raises(ValueError, root, '2 degenerate boxes', degenerate_boxes='error')
+    _raises(ValueError, root, 'degenerate (width or height <= 0): 2 (',
+            degenerate_boxes='error')
 
 
 # ---------------------------------------------------------------------------
@@ -262,3 +259,174 @@ def test_training_fails_before_the_first_iteration(tiny_config, data,
     assert not glob.glob(osp.join(cfg.work_dir, '*.pth'))
     assert not glob.glob(
         osp.join(cfg.work_dir, '*', 'vis_data', 'scalars.json'))
+
+
+# ---------------------------------------------------------------------------
+# issue 13, item 6: categories, unusable boxes, empty splits, unreadable
+# images and non-numeric fields
+# ---------------------------------------------------------------------------
+def test_duplicate_category_names(data):
+    root, coco = data
+    # labels follow the categories: 4 categories for 3 classes shift them
+    coco['categories'].append(dict(id=4, name='circle', supercategory='x'))
+    _write(root, coco)
+    _raises(ValueError, root, str(root / ANN),
+            "duplicate category name 'circle'", 'category ids [1, 4]')
+
+
+def _anns_of_an_image_with(coco, n):
+    """The annotations of the first image that has at least ``n``."""
+    by_img = {}
+    for a in coco['annotations']:
+        by_img.setdefault(a['image_id'], []).append(a)
+    return next(anns for anns in by_img.values() if len(anns) >= n)
+
+
+def test_dropped_and_clipped_boxes_are_counted_in_one_warning(data):
+    root, coco = data
+    anns = coco['annotations']  # images are 64 x 64
+    zero_area, outside, clipped = _anns_of_an_image_with(coco, 4)[:3]
+    zero_area['area'] = 0.0
+    outside['bbox'] = [70.0, 10.0, 5.0, 5.0]
+    clipped['bbox'] = [50.0, 50.0, 30.0, 10.0]
+    # 7 boxes thinner than a pixel: the warning lists the first 5 ids
+    thin = [a for a in anns if a not in (zero_area, outside, clipped)][:7]
+    for a in thin:
+        a['bbox'][2] = 0.5
+    _write(root, coco)
+    with pytest.warns(DatasetWarning) as record:
+        ds = _build(root)
+    msgs = [str(w.message) for w in record
+            if issubclass(w.category, DatasetWarning)]
+    assert len(msgs) == 1, msgs  # once per dataset
+    msg = msgs[0]
+    assert str(root / ANN) in msg
+    for part in ('area <= 0: 1 (', f"annotation id {zero_area['id']}",
+                 'entirely outside the image: 1 (',
+                 f"annotation id {outside['id']}",
+                 'narrower or lower than 1 pixel: 7 (', '(2 more)',
+                 'partly outside the image (kept;', 'the image): 1 (',
+                 f"annotation id {clipped['id']}"):
+        assert part in msg, f'{part!r} not in: {msg}'
+    for a in thin[:5]:
+        assert f"annotation id {a['id']} (" in msg
+    assert f"annotation id {thin[5]['id']} (" not in msg
+    # the boxes mmdet drops are dropped; the partly outside one is kept as
+    # it is (Resize clips it). mmdet keeps an image whose boxes were all
+    # dropped (then without boxes); filter_empty_gt removes it here.
+    theirs, ours = (
+        {d['img_id']: [i['bbox'] for i in d['instances']]
+         for d in map(dataset.get_data_info, range(len(dataset)))}
+        for dataset in (_build(root, type='CocoDataset'), ds))
+    assert ours == {k: v for k, v in theirs.items() if v}
+    assert [50.0, 50.0, 80.0, 60.0] in ours[clipped['image_id']]
+    # degenerate_boxes='error': dropped boxes are an error, clipped ones not
+    msg = _raises(ValueError, root, str(root / ANN), 'area <= 0: 1 (',
+                  'narrower or lower than 1 pixel: 7 (',
+                  degenerate_boxes='error')
+    assert 'partly outside' not in msg
+
+
+@pytest.mark.parametrize('case', ['all_crowd', 'no_annotations'])
+def test_train_set_without_usable_boxes(data, case):
+    root, coco = data
+    filter_cfg = dict(filter_empty_gt=True, min_size=0)
+    if case == 'all_crowd':
+        for a in coco['annotations']:
+            a['iscrowd'] = 1
+    else:  # every image is kept, none has a box
+        coco['annotations'] = []
+        filter_cfg['filter_empty_gt'] = False
+    _write(root, coco)
+    _raises(ValueError, root, str(root / ANN),
+            'no usable boxes in the train set', filter_cfg=filter_cfg)
+
+
+@pytest.mark.parametrize('case', ['no_key', 'empty_list'])
+def test_val_set_without_annotations(data, case):
+    root, coco = data
+    if case == 'no_key':
+        del coco['annotations']
+    else:
+        coco['annotations'] = []
+    _write(root, coco)
+    _raises(ValueError, root, str(root / ANN), 'test_mode=True',
+            'no annotations', 'allow_unannotated=True', test_mode=True)
+    # an unlabelled test set (e.g. COCO test-dev), when the config says so
+    assert len(_build(root, test_mode=True, allow_unannotated=True)) == 8
+
+
+def _make_unreadable(path, case):
+    os.remove(path)
+    if case == 'empty_file':
+        open(path, 'wb').close()
+    elif case == 'fifo':
+        os.mkfifo(path)  # opening it for reading would block forever
+    elif case == 'directory':
+        os.mkdir(path)
+    else:  # text saved under an image name
+        with open(path, 'w') as f:
+            f.write('not an image, but long enough to have a header')
+
+
+@pytest.mark.parametrize(
+    'case,expected',
+    [('empty_file', 'is empty (0 bytes)'),
+     ('fifo', 'is not a regular file (a FIFO)'),
+     ('directory', 'is not a regular file (a directory)'),
+     ('text', 'does not start like a JPEG, PNG')])
+def test_unreadable_image_file(data, case, expected):
+    root, coco = data
+    img = coco['images'][2]
+    path = root / 'train' / img['file_name']
+    _make_unreadable(path, case)
+    signal.alarm(60)  # a FIFO opened by mistake fails instead of hanging
+    try:
+        _raises(ValueError, root, str(root / ANN), f"image id {img['id']}",
+                f"'{path}'", expected)
+        # check_images='stat' opens no file: the header is not checked
+        if case == 'text':
+            assert len(_build(root, check_images='stat')) == 8
+        else:
+            _raises(ValueError, root, expected, check_images='stat')
+    finally:
+        signal.alarm(0)
+
+
+@pytest.mark.parametrize('case', ['empty_file', 'text'])
+def test_pipeline_names_the_path_of_an_unreadable_image(data, case):
+    root, coco = data
+    img = coco['images'][2]
+    ds = _build(root, pipeline=[dict(type='LoadImageFromFile')])
+    path = root / 'train' / img['file_name']
+    _make_unreadable(path, case)  # damaged after the build
+    idx = next(i for i in range(len(ds))
+               if ds.get_data_info(i)['img_id'] == img['id'])
+    with pytest.raises(Exception) as info:
+        ds[idx]
+    msg = ''.join(traceback.format_exception_only(info.type, info.value))
+    assert str(path) in msg, msg
+    assert f"image id {img['id']}" in msg, msg
+
+
+@pytest.mark.parametrize(
+    'section,field,value,expected',
+    [('annotations', 'category_id', '1', 'expected an int'),
+     ('annotations', 'category_id', 1.0, 'expected an int'),
+     ('annotations', 'image_id', '1', 'expected an int'),
+     ('annotations', 'id', '5', 'expected an int'),
+     ('annotations', 'area', 'big', 'expected a finite number'),
+     ('annotations', 'iscrowd', '0', 'expected 0 or 1'),
+     ('annotations', 'bbox', [1.0, 2.0, '3', 4.0], 'expected [x, y, w, h]'),
+     ('images', 'width', '64', 'expected positive numbers')])
+def test_non_numeric_fields(data, section, field, value, expected):
+    root, coco = data
+    index = 3
+    entry = coco[section][index]
+    # an entry is named by its id, or by its index when the id is bad
+    name = f'{section}[{index}]' if field == 'id' else \
+        f"{section[:-1]} id {entry['id']}"
+    entry[field] = value
+    _write(root, coco)
+    _raises(ValueError, root, str(root / ANN), name, f'{field}={value!r}',
+            expected)
