@@ -12,6 +12,8 @@ _base_ = [
 optim_wrapper = dict(
     # stops with the loss name and iteration on NaN/inf (docs/reliability.md)
     type='NonFiniteCheckOptimWrapper',
+    # names a wrong optimizer.lr before torch builds the optimizer
+    constructor='CheckedOptimWrapperConstructor',
     optimizer=dict(
         _delete_=True, type='AdamW', lr=2.5e-5, weight_decay=1e-4),
     clip_grad=dict(max_norm=1.0, norm_type=2))

@@ -1,16 +1,97 @@
-"""Argument checks shared by the LORS building blocks.
+"""Config-value checks shared by the LORS building blocks, the mmdet
+modules and the optimizer wrapper.
 
-Every check raises ``ValueError`` naming the field, its value and what was
-expected, so a wrong config value fails at build time, not mid-training.
+A check names the field, the value with its type and what was expected, so
+a wrong config value fails at build time, not mid-training:
+``ValueError`` for a value of the wrong type or range
+(``query_generator.num_queries must be a positive integer, got 2.5
+(float)``), ``TypeError`` for an unknown option name, as Python raises for
+an unexpected keyword argument (``decoder.stage: unknown key 'num_haeds';
+accepted: ...``). :func:`config_block` prefixes the errors raised while a
+sub-config is built with the block's name.
 """
-from typing import List, Sequence, Union
+import math
+import numbers
+from contextlib import contextmanager
+from typing import Any, Iterable, List, Mapping, Optional, Sequence, Union
+
+
+def _got(value: Any) -> str:
+    return f'{value!r} ({type(value).__name__})'
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_positive(name: str, value: int) -> int:
     """Return ``value`` if it is a positive int, else raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f'{name} must be a positive integer, got {value!r}')
+    if not _is_int(value) or value <= 0:
+        raise ValueError(f'{name} must be a positive integer, got '
+                         f'{_got(value)}')
     return value
+
+
+def check_non_negative(name: str, value: int) -> int:
+    """Return ``value`` if it is an int >= 0, else raise naming ``name``."""
+    if not _is_int(value) or value < 0:
+        raise ValueError(f'{name} must be a non-negative integer, got '
+                         f'{_got(value)}')
+    return value
+
+
+def check_number(name: str, value: float, positive: bool = False) -> float:
+    """Return ``value`` if it is a finite real number >= 0 (> 0 when
+    ``positive``); bools and strings are refused."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) \
+        and math.isfinite(value) and (value > 0 if positive else value >= 0)
+    if not ok:
+        what = 'positive' if positive else 'non-negative'
+        raise ValueError(f'{name} must be a {what} finite number, got '
+                         f'{_got(value)}')
+    return value
+
+
+def check_bool(name: str, value: bool) -> bool:
+    """Return ``value`` if it is ``True`` or ``False`` (not ``'yes'``, not
+    1)."""
+    if not isinstance(value, bool):
+        raise ValueError(f'{name} must be True or False, got {_got(value)}')
+    return value
+
+
+def check_keys(name: str, cfg: Optional[Mapping],
+               accepted: Iterable[str]) -> Mapping:
+    """Return ``cfg`` (``{}`` for None) if it is a dict whose keys are all
+    in ``accepted``; else raise ``TypeError`` naming the unknown keys and
+    listing the accepted ones.
+
+    Example: ``check_keys('model.train_cfg', dict(asigner=...),
+    ['assigner'])`` raises ``model.train_cfg: unknown key 'asigner';
+    accepted: 'assigner'``.
+    """
+    if cfg is None:
+        return {}
+    accepted = list(accepted)
+    if not isinstance(cfg, Mapping):
+        raise TypeError(f'{name} must be a dict, got {_got(cfg)}')
+    unknown = [k for k in cfg if k not in accepted]
+    if unknown:
+        raise TypeError(
+            f'{name}: unknown key{"s" if len(unknown) > 1 else ""} '
+            f'{", ".join(map(repr, unknown))}; accepted: '
+            f'{", ".join(map(repr, accepted))}')
+    return cfg
+
+
+@contextmanager
+def config_block(block: str):
+    """Prefix ``TypeError`` and ``ValueError`` raised inside with the
+    config block they come from (``decoder.stage: ...``)."""
+    try:
+        yield
+    except (TypeError, ValueError) as e:
+        raise type(e)(f'{block}: {e}') from None
 
 
 def per_layer(name: str, value: Union[int, Sequence[int]],

@@ -3,9 +3,11 @@ from .dense_heads import InitialQueryGenerator
 from .detectors import AdaMixer
 from .layers import FFN, AdaptiveMixing, AdaptiveSampling
 from .necks import ChannelMapping
-from .roi_heads import AdaMixerDecoder, AdaMixerDecoderStage
+from .roi_heads import (AdaMixerDecoder, AdaMixerDecoderStage,
+                        NonFinitePredictionError)
 
 __all__ = [
     'AdaMixer', 'AdaMixerDecoder', 'AdaMixerDecoderStage', 'AdaptiveMixing',
-    'AdaptiveSampling', 'ChannelMapping', 'FFN', 'InitialQueryGenerator'
+    'AdaptiveSampling', 'ChannelMapping', 'FFN', 'InitialQueryGenerator',
+    'NonFinitePredictionError'
 ]

@@ -95,6 +95,50 @@ CLEAR = {
                       TypeError, ["'num_haeds'"]),
     'typo-in-decoder': (ADAMIXER_CFG, dict(num_stage=6), {}, TypeError,
                         ["'num_stage'"]),
+    # wrong types and ranges (each failed with an unrelated message, or not
+    # at all, before lors_det.lors.checks covered it)
+    'num-queries-float': (ADAMIXER_CFG, {}, dict(
+        query_generator=dict(num_queries=2.5)), ValueError,
+        ['query_generator.num_queries must be a positive integer',
+         'got 2.5 (float)']),
+    'stage-loss-weight-negative':
+    (ADAMIXER_CFG, dict(stage_loss_weights=[1.0, 1.0, -1.0, 1.0, 1.0, 1.0]),
+     {}, ValueError,
+     ['decoder.stage_loss_weights[2] must be a non-negative finite number',
+      'got -1.0 (float)']),
+    'stage-loss-weight-string':
+    (ADAMIXER_CFG, dict(stage_loss_weights=['1'] * 6), {}, ValueError,
+     ['decoder.stage_loss_weights[0]', "got '1' (str)"]),
+    'feedforward-channels-zero':
+    (ADAMIXER_CFG, dict(stage=dict(feedforward_channels=0)), {}, ValueError,
+     ['decoder.stage', 'feedforward_channels must be a positive integer',
+      'got 0 (int)']),
+    'num-reg-fcs-negative':
+    (ADAMIXER_CFG, dict(stage=dict(num_reg_fcs=-1)), {}, ValueError,
+     ['decoder.stage', 'num_reg_fcs must be a non-negative integer']),
+    'ffn-tied-not-bool':
+    (ADAMIXER_CFG, dict(stage=dict(ffn=dict(tied='yes'))), {}, ValueError,
+     ['decoder.stage', 'tied must be True or False', "got 'yes' (str)"]),
+    'max-per-img-zero': (ADAMIXER_CFG, {}, dict(test_cfg=dict(max_per_img=0)),
+                         ValueError, ['test_cfg.max_per_img', 'got 0']),
+    # unknown keys: named, with the accepted ones listed
+    'unknown-train-cfg-key': (ADAMIXER_CFG, {}, dict(train_cfg=dict(
+        asigner=dict(type='HungarianAssigner'))), TypeError,
+        ["model.train_cfg: unknown key 'asigner'", "'assigner'"]),
+    'unknown-test-cfg-key': (ADAMIXER_CFG, {}, dict(
+        test_cfg=dict(max_per_imgs=10)), TypeError,
+        ["model.test_cfg: unknown key 'max_per_imgs'", "'max_per_img'"]),
+    'unknown-stage-key-lists-accepted':
+    (ADAMIXER_CFG, dict(stage=dict(num_haeds=4)), {}, TypeError,
+     ["decoder.stage: unknown key 'num_haeds'", "'num_heads'",
+      "'feedforward_channels'", "'ffn'"]),
+    'stage-key-set-by-the-decoder':
+    (ADAMIXER_CFG, dict(stage=dict(in_points=8)), {}, TypeError,
+     ["decoder.stage: unknown key 'in_points'"]),
+    'unknown-mixing-key-lists-accepted':
+    (ADAMIXER_CFG, dict(mixing=dict(lorsaa=dict(rank=8))), {}, TypeError,
+     ["decoder.mixing: unknown key 'lorsaa'", "'lorsa'", "'lorst'",
+      "'out_proj_lorita'"]),
 }
 
 
@@ -130,6 +174,43 @@ def test_shape_and_cross_module_values_raise_naming_the_field(case):
     decoder, parts, field = SHAPE_CASES[case]
     with pytest.raises(ValueError, match=field):
         _build(ADAMIXER_CFG, decoder, **parts)
+
+
+LR_CASES = {
+    # id: optimizer.lr (before: torch's TypeError "'<=' not supported
+    # between instances of 'float' and 'str'", "Invalid learning rate: -1",
+    # or accepted)
+    'string': 'fast',
+    'zero': 0.0,
+    'negative': -1.0,
+    'inf': float('inf'),
+    'nan': float('nan'),
+    'bool': True,
+}
+
+
+@pytest.mark.parametrize('case', sorted(LR_CASES))
+def test_bad_learning_rate_names_the_field(case):
+    """The shipped optim_wrapper config, built as the Runner builds it."""
+    import torch
+    from mmengine.optim import build_optim_wrapper
+    cfg = copy.deepcopy(_config(ADAMIXER_CFG).optim_wrapper)
+    cfg.optimizer.lr = LR_CASES[case]
+    with pytest.raises(ValueError) as info:
+        build_optim_wrapper(torch.nn.Linear(2, 1), cfg)
+    msg = str(info.value)
+    assert 'optim_wrapper.optimizer.lr must be a positive finite number' \
+        in msg, msg
+    assert f'got {LR_CASES[case]!r}' in msg, msg
+
+
+def test_optim_wrapper_checks_the_learning_rate_of_a_built_optimizer():
+    import torch
+    from lors_det.engine import NonFiniteCheckOptimWrapper
+    params = torch.nn.Linear(2, 1).parameters()
+    with pytest.raises(ValueError, match=r'optim_wrapper\.optimizer\.lr.*inf'):
+        NonFiniteCheckOptimWrapper(
+            optimizer=torch.optim.SGD(params, lr=float('inf')))
 
 
 def test_reliability_options_are_checked_too():

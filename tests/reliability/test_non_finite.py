@@ -5,9 +5,11 @@ injected by a test-only AdaMixer subclass at a chosen iteration of a real
 training run (mmengine Runner, the tiny AdaMixer config), either stops the
 run with a message naming the loss term and the iteration (default), or
 (``on_non_finite='skip'``) skips that optimizer step: parameters and
-optimizer state are exactly those before the step. Unit tests on a toy
-model cover NaN gradients, the consecutive-skip limit, poisoned BatchNorm
-statistics and option validation.
+optimizer state are exactly those before the step. A diverging run
+(``lr=1e30``) and NaN logits forced into one decoder stage are caught before
+the Hungarian matching and handled by the same policy, naming the stage.
+Unit tests on a toy model cover NaN gradients, the consecutive-skip limit,
+poisoned BatchNorm statistics and option validation.
 """
 import copy
 import glob
@@ -16,6 +18,7 @@ import os.path as osp
 import pytest
 import torch
 import torch.nn as nn
+from conftest import SYNTHETIC, build_model, make_batch
 from mmdet.registry import MODELS
 from mmengine.config import Config
 from mmengine.hooks import Hook
@@ -72,12 +75,15 @@ class Snapshot(Hook):
 
 
 def _runner(tiny_config, work_dir, nan_at, on_non_finite, max_iters=3,
-            hooks=()):
+            hooks=(), lr=None, **wrapper_options):
     cfg = Config.fromfile(tiny_config)
     cfg.model.type = 'NaNInjectAdaMixer'
     cfg.model.nan_at = list(nan_at)
     cfg.optim_wrapper.type = 'NonFiniteCheckOptimWrapper'
     cfg.optim_wrapper.on_non_finite = on_non_finite
+    cfg.optim_wrapper.update(wrapper_options)
+    if lr is not None:
+        cfg.optim_wrapper.optimizer.lr = lr
     cfg.train_cfg.max_iters = max_iters
     cfg.randomness = dict(seed=0)  # no global deterministic mode in-process
     cfg.work_dir = str(work_dir)
@@ -149,6 +155,95 @@ def test_skip_option_leaves_weights_unchanged_for_that_step(
         in log
     assert 'Skipped this optimizer step' in log
     assert runner.message_hub.get_info('non_finite_skips') == 1
+
+
+# ---------------------------------------------------------------------------
+# non-finite predictions (divergence): caught before the Hungarian matching
+# ---------------------------------------------------------------------------
+class PoisonPredictions(Hook):
+    """Test only: the cls logits of decoder stage ``stage`` are NaN at the
+    1-based iterations ``at`` (a forward hook on its classifier)."""
+
+    def __init__(self, stage, at):
+        self.stage, self.at, self.handle = stage, set(at), None
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter + 1 in self.at:
+            fc_cls = runner.model.decoder.stages[self.stage].fc_cls
+            self.handle = fc_cls.register_forward_hook(
+                lambda module, args, out: out * float('nan'))
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+
+
+def test_diverging_training_stops_naming_stage_and_iteration(
+        tiny_config, tmp_path):
+    # lr=1e30: the first step is finite (finite loss and gradients) but
+    # blows the weights up, so the second forward pass gives non-finite
+    # logits and boxes; without the check scipy's Hungarian matcher raised
+    # "matrix contains invalid numeric entries", naming nothing
+    runner = _runner(tiny_config, tmp_path, [], 'stop', lr=1e30)
+    with pytest.raises(NonFiniteLossError) as info:
+        runner.train()
+    msg = str(info.value)
+    assert 'Non-finite predictions at train iteration 2' in msg, msg
+    assert 'decoder stage 0' in msg, msg
+    assert 'before the Hungarian matching' in msg, msg
+    assert 'NOT applied' in msg
+    assert 'decoder stage 0' in _log_text(tmp_path)
+    assert sorted(losses_by_run(str(tmp_path))[0]) == [1]
+
+
+def test_non_finite_predictions_skip_leaves_weights_unchanged(
+        tiny_config, tmp_path):
+    snap = Snapshot()
+    runner = _runner(tiny_config, tmp_path, [], 'skip',
+                     hooks=[PoisonPredictions(stage=1, at=[2]), snap])
+    runner.train()  # completes
+    p0, s0 = snap.before[2]
+    p1, s1 = snap.after[2]
+    _assert_tensors_equal(p0, p1, 'params')
+    _assert_tensors_equal(s0, s1, 'optimizer state')
+    for it in (1, 3):
+        pa, _ = snap.before[it]
+        pb, _ = snap.after[it]
+        assert any(not torch.equal(pa[k], pb[k]) for k in pa), it
+    log = _log_text(tmp_path)
+    assert 'Non-finite predictions at train iteration 2: decoder stage 1' \
+        in log
+    assert 'Skipped this optimizer step' in log
+    assert runner.message_hub.get_info('non_finite_skips') == 1
+
+
+def test_non_finite_prediction_skips_count_towards_the_limit(
+        tiny_config, tmp_path):
+    runner = _runner(tiny_config, tmp_path, [], 'skip', max_iters=5,
+                     max_consecutive_skips=2,
+                     hooks=[PoisonPredictions(stage=0, at=[2, 3, 4])])
+    with pytest.raises(NonFiniteLossError,
+                       match='max_consecutive_skips=2') as info:
+        runner.train()
+    assert 'Non-finite predictions at train iteration 4: decoder stage 0' \
+        in str(info.value)
+    assert runner.message_hub.get_info('non_finite_skips') == 3
+
+
+def test_decoder_names_the_stage_and_the_tensor():
+    from lors_det.models import NonFinitePredictionError
+    torch.manual_seed(0)
+    model = build_model(SYNTHETIC['adamixer'], num_stages=2,
+                        stage_loss_weights=[1.0, 1.0])
+    model.decoder.stages[1].fc_reg.register_forward_hook(
+        lambda module, args, out: out * float('inf'))
+    inputs, samples = make_batch(num_gts=(2, 1))
+    with pytest.raises(NonFinitePredictionError,
+                       match=r'decoder stage 1 .*boxes') as info:
+        model.loss(inputs, samples)
+    assert 'cls logits' not in str(info.value)
 
 
 # ---------------------------------------------------------------------------

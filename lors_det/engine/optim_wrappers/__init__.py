@@ -1,4 +1,8 @@
-from .non_finite_check_optim_wrapper import (NonFiniteCheckOptimWrapper,
+from .non_finite_check_optim_wrapper import (CheckedOptimWrapperConstructor,
+                                             NonFiniteCheckOptimWrapper,
                                              NonFiniteLossError)
 
-__all__ = ['NonFiniteCheckOptimWrapper', 'NonFiniteLossError']
+__all__ = [
+    'CheckedOptimWrapperConstructor', 'NonFiniteCheckOptimWrapper',
+    'NonFiniteLossError'
+]

@@ -24,6 +24,24 @@ To name the loss terms the wrapper needs the per-term losses, which
 ``parse_losses`` once, as a bound method on the model instance, to keep the
 last ``log_vars`` it returned; the model class is not changed.
 
+Non-finite predictions (a diverging run)
+----------------------------------------
+A run that diverges (e.g. ``optimizer.lr=1e30``) has finite weights for a
+step, then a forward pass that overflows: the decoder's logits and boxes
+are inf/NaN, and the Hungarian matching would fail on them before any loss
+exists. The decoder therefore checks every stage's predictions before the
+matching and raises :class:`~lors_det.models.NonFinitePredictionError`
+naming the first bad stage (all ranks together). The exception cannot be
+handled around ``train_step``'s forward call (mmengine's ``train_step``
+would go on without losses), so the wrapper also wraps the model instance's
+``forward`` (in ``optim_context``, once): that error becomes a NaN loss
+``loss_non_finite_predictions`` and is kept for the message. From there it
+is a non-finite loss like any other: the same ``stop``/``skip`` policy,
+skip counting, ``max_consecutive_skips``, buffer check and distributed
+agreement, with the message ``Non-finite predictions at train iteration
+k: decoder stage s ...``. Without this wrapper (e.g. ``--amp``) the
+model's error ends the run naming the stage.
+
 What happens then (``on_non_finite``):
 
 * ``'stop'`` (default): a :class:`NonFiniteLossError` is raised (and the
@@ -53,8 +71,16 @@ Usage::
     optim_wrapper = dict(
         type='NonFiniteCheckOptimWrapper',
         on_non_finite='stop',      # or 'skip'
+        # checks optimizer.lr before torch builds the optimizer
+        constructor='CheckedOptimWrapperConstructor',
         optimizer=dict(type='AdamW', lr=2.5e-5, weight_decay=1e-4),
         clip_grad=dict(max_norm=1.0, norm_type=2))
+
+The learning rate must be a positive finite number
+(``optim_wrapper.optimizer.lr``): checked by the wrapper on the built
+optimizer and, with ``CheckedOptimWrapperConstructor``, on the config
+before torch builds the optimizer (torch's own check fails on ``'fast'``
+with "'<=' not supported", naming nothing).
 
 ``tools/train.py --amp`` replaces the wrapper type with ``AmpOptimWrapper``
 (whose grad scaler skips steps with inf/NaN gradients itself, but not
@@ -68,10 +94,15 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.distributed as dist
-from mmdet.registry import OPTIM_WRAPPERS
+from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS
 from mmengine.logging import MessageHub, print_log
 from mmengine.model import is_model_wrapper
-from mmengine.optim import OptimWrapper
+from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
+
+from ...lors.checks import check_number
+from ...models import NonFinitePredictionError
+
+NON_FINITE_PREDICTIONS_KEY = 'loss_non_finite_predictions'
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -83,6 +114,36 @@ def _recording_parse_losses(module, losses):
     loss, log_vars = type(module).parse_losses(module, losses)
     module._last_log_vars = log_vars
     return loss, log_vars
+
+
+def _guarded_forward(module, *args, **kwargs):
+    """``forward`` of the module's class; a :class:`NonFinitePredictionError`
+    becomes a NaN loss (and is kept for the message)."""
+    try:
+        return type(module).forward(module, *args, **kwargs)
+    except NonFinitePredictionError as error:
+        module._non_finite_prediction = error
+        return {NON_FINITE_PREDICTIONS_KEY: torch.tensor(float('nan'))}
+
+
+def check_learning_rate(lr) -> None:
+    """``optim_wrapper.optimizer.lr`` must be a positive finite number."""
+    if torch.is_tensor(lr) and lr.numel() == 1:
+        lr = lr.item()
+    check_number('optim_wrapper.optimizer.lr', lr, positive=True)
+
+
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+class CheckedOptimWrapperConstructor(DefaultOptimWrapperConstructor):
+    """mmengine's default constructor, which first checks
+    ``optimizer.lr`` (positive finite number) so that a wrong value is
+    named before torch builds the optimizer."""
+
+    def __init__(self, optim_wrapper_cfg: dict,
+                 paramwise_cfg: Optional[dict] = None):
+        super().__init__(optim_wrapper_cfg, paramwise_cfg)
+        if 'lr' in self.optimizer_cfg:
+            check_learning_rate(self.optimizer_cfg['lr'])
 
 
 def _fmt(value) -> str:
@@ -127,6 +188,9 @@ class NonFiniteCheckOptimWrapper(OptimWrapper):
             raise ValueError(
                 'optim_wrapper.max_consecutive_skips must be a positive '
                 f'integer, got {max_consecutive_skips!r}')
+        lr = self.optimizer.defaults.get('lr')
+        if lr is not None:
+            check_learning_rate(lr)
         self.on_non_finite = on_non_finite
         self.check_grads = bool(check_grads)
         self.max_consecutive_skips = max_consecutive_skips
@@ -143,10 +207,12 @@ class NonFiniteCheckOptimWrapper(OptimWrapper):
     def _watch(self, model: torch.nn.Module) -> None:
         module = model.module if is_model_wrapper(model) else model
         self._module = module
-        current = module.__dict__.get('parse_losses')
-        if getattr(current, '__func__', None) is not _recording_parse_losses:
-            module.parse_losses = types.MethodType(_recording_parse_losses,
-                                                   module)
+        for name, func in (('parse_losses', _recording_parse_losses),
+                           ('forward', _guarded_forward)):
+            current = module.__dict__.get(name)
+            if getattr(current, '__func__', None) is not func:
+                setattr(module, name, types.MethodType(func, module))
+        module._non_finite_prediction = None
 
     # -- the check -----------------------------------------------------------
     def update_params(self,
@@ -156,7 +222,11 @@ class NonFiniteCheckOptimWrapper(OptimWrapper):
         step_kwargs = step_kwargs or {}
         zero_kwargs = zero_kwargs or {}
         if self._any_rank(not bool(torch.isfinite(loss).all())):
-            self._non_finite('loss', self._loss_details(loss))
+            prediction = getattr(self._module, '_non_finite_prediction', None)
+            if prediction is not None:
+                self._non_finite('predictions', str(prediction))
+            else:
+                self._non_finite('loss', self._loss_details(loss))
             self._inner_count += 1  # this micro-step is consumed
             self.zero_grad(**zero_kwargs)
             return

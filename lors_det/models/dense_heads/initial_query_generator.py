@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 from mmdet.registry import MODELS
 
+from ...lors.checks import check_positive
 from ..layers import xyxy_to_xyzr
 
 
@@ -30,9 +31,8 @@ class InitialQueryGenerator(nn.Module):
 
     def __init__(self, num_queries: int = 100, content_dim: int = 256):
         super().__init__()
-        if num_queries <= 0:
-            raise ValueError(
-                f'num_queries must be positive, got {num_queries}')
+        check_positive('query_generator.num_queries', num_queries)
+        check_positive('query_generator.content_dim', content_dim)
         self.num_queries = num_queries
         self.content_dim = content_dim
         self.init_proposal_bboxes = nn.Embedding(num_queries, 4)

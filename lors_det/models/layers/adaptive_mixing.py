@@ -18,7 +18,6 @@ stage's own. The matrices come from ``generator`` and the output linear from
 The module is owned once by the decoder and called with the stage index;
 nothing is deep-copied per stage.
 """
-from contextlib import contextmanager
 from typing import Optional
 
 import torch
@@ -28,15 +27,7 @@ from mmdet.registry import MODELS
 
 from ...lors import (LORSAGenerator, LORSTLinear, MergeableStack,
                      StackedGenerator, StackedLinear)
-
-
-@contextmanager
-def _name_errors(block: str):
-    """Prefix argument errors with the config block they come from."""
-    try:
-        yield
-    except (TypeError, ValueError) as e:
-        raise type(e)(f'{block}: {e}') from None
+from ...lors.checks import config_block
 
 
 def mix(x: torch.Tensor, M: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
@@ -108,7 +99,7 @@ class AdaptiveMixing(nn.Module):
             self.generator = StackedGenerator(content_dim, shapes, num_groups,
                                               num_stages)
         else:
-            with _name_errors('mixing.lorsa'):
+            with config_block('mixing.lorsa'):
                 self.generator = LORSAGenerator(content_dim, shapes,
                                                 num_groups, num_stages,
                                                 **lorsa)
@@ -120,7 +111,7 @@ class AdaptiveMixing(nn.Module):
             raise ValueError('AdaptiveMixing: lorst and out_proj_lorita both '
                              'set; choose one for the output linear')
         else:
-            with _name_errors('mixing.lorst'):
+            with config_block('mixing.lorst'):
                 self.out_proj = LORSTLinear(mixed, content_dim, num_stages,
                                             **lorst)
         self.norms = nn.ModuleList(

@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...lors import TiedFFN, make_linear
+from ...lors.checks import check_bool
 
 
 class FFN(nn.Module):
@@ -23,6 +24,7 @@ class FFN(nn.Module):
     def __init__(self, embed_dims: int = 256, feedforward_channels: int = 2048,
                  tied: bool = False, lorita: Optional[dict] = None):
         super().__init__()
+        check_bool('tied', tied)
         if tied and lorita is not None:
             raise ValueError('FFN: choose tied=True or lorita, not both')
         if tied:

@@ -14,12 +14,22 @@ from mmdet.structures import SampleList
 from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 
-from ...lors.checks import check_positive
+from ...lors.checks import (check_bool, check_keys, check_number,
+                            check_positive, config_block)
 from ..layers import AdaptiveMixing, refine_xyzr, xyzr_to_xyxy
 from .adamixer_decoder_stage import AdaMixerDecoderStage
+from .non_finite import check_finite_predictions
 from .set_criterion import SetCriterion
 
 StageOutput = Tuple[torch.Tensor, torch.Tensor]  # cls (B,N,K), xyxy (B,N,4)
+
+# the options of the config dicts the decoder receives (it sets the other
+# stage and mixing arguments itself)
+STAGE_KEYS = ('num_heads', 'feedforward_channels', 'num_cls_fcs',
+              'num_reg_fcs', 'ffn')
+MIXING_KEYS = ('lorsa', 'lorst', 'out_proj_lorita')
+TRAIN_CFG_KEYS = ('assigner', )
+TEST_CFG_KEYS = ('max_per_img', 'merge_lors')
 
 
 @MODELS.register_module()
@@ -83,22 +93,35 @@ class AdaMixerDecoder(BaseModule):
             raise ValueError(
                 f'stage_loss_weights has {len(weights)} entries but '
                 f'num_stages={num_stages}')
+        for i, weight in enumerate(weights):
+            check_number(f'decoder.stage_loss_weights[{i}]', weight)
+        stage = check_keys('decoder.stage', stage, STAGE_KEYS)
+        mixing = check_keys('decoder.mixing', mixing, MIXING_KEYS)
+        train_cfg = check_keys('model.train_cfg', train_cfg, TRAIN_CFG_KEYS)
+        test_cfg = check_keys('model.test_cfg', test_cfg, TEST_CFG_KEYS)
+        if 'max_per_img' in test_cfg:
+            check_positive('model.test_cfg.max_per_img',
+                           test_cfg['max_per_img'])
+        if 'merge_lors' in test_cfg:
+            check_bool('model.test_cfg.merge_lors', test_cfg['merge_lors'])
         self.num_stages = num_stages
         self.content_dim = content_dim
         self.stage_loss_weights = weights
         self.featmap_strides = list(featmap_strides)
-        self.test_cfg = test_cfg or {}
-        self.stages = torch.nn.ModuleList(
-            AdaMixerDecoderStage(num_classes=num_classes,
-                                 content_dim=content_dim,
-                                 in_points=in_points, num_groups=num_groups,
-                                 **stage) for _ in range(num_stages))
+        self.test_cfg = test_cfg
+        with config_block('decoder.stage'):
+            self.stages = torch.nn.ModuleList(
+                AdaMixerDecoderStage(num_classes=num_classes,
+                                     content_dim=content_dim,
+                                     in_points=in_points,
+                                     num_groups=num_groups, **stage)
+                for _ in range(num_stages))
         self.mixing = AdaptiveMixing(
             content_dim=content_dim, feat_channels=content_dim,
             in_points=in_points, out_points=out_points,
             num_groups=num_groups, num_stages=num_stages, **mixing)
         self.criterion = SetCriterion(
-            num_classes, (train_cfg or {}).get(
+            num_classes, train_cfg.get(
                 'assigner',
                 dict(type='HungarianAssigner', match_costs=[
                     dict(type='FocalLossCost', weight=2.0),
@@ -134,11 +157,19 @@ class AdaMixerDecoder(BaseModule):
     def loss(self, features: Sequence[torch.Tensor], xyzr: torch.Tensor,
              query: torch.Tensor,
              batch_data_samples: SampleList) -> Dict[str, torch.Tensor]:
-        """Deep supervision: ``s{i}.loss_cls/loss_bbox/loss_iou`` per stage."""
+        """Deep supervision: ``s{i}.loss_cls/loss_bbox/loss_iou`` per stage.
+
+        Raises:
+            NonFinitePredictionError: a stage predicted NaN/inf logits or
+                boxes (divergence), caught before the Hungarian matching
+                (which would fail on them naming nothing); it names the
+                first such stage.
+        """
         self.mixing.unmerge()  # merged weights would go stale while training
+        outputs = self.forward(features, xyzr, query)
+        check_finite_predictions(outputs)
         losses = {}
-        for i, (cls_score, boxes) in enumerate(
-                self.forward(features, xyzr, query)):
+        for i, (cls_score, boxes) in enumerate(outputs):
             for name, value in self.criterion(cls_score, boxes,
                                               batch_data_samples).items():
                 losses[f's{i}.{name}'] = value * self.stage_loss_weights[i]

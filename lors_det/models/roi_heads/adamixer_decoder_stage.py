@@ -12,6 +12,8 @@ from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox_overlaps
 from mmengine.model.weight_init import bias_init_with_prob
 
+from ...lors.checks import (check_keys, check_non_negative, check_positive,
+                            config_block)
 from ..layers import FFN, AdaptiveSampling, position_embedding, xyzr_to_xyxy
 
 Mixing = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -56,6 +58,10 @@ class AdaMixerDecoderStage(nn.Module):
                  num_cls_fcs: int = 1, num_reg_fcs: int = 1,
                  ffn: dict = dict()):
         super().__init__()
+        check_positive('num_heads', num_heads)
+        check_positive('feedforward_channels', feedforward_channels)
+        check_non_negative('num_cls_fcs', num_cls_fcs)
+        check_non_negative('num_reg_fcs', num_reg_fcs)
         if content_dim % num_heads:
             raise ValueError(f'num_heads={num_heads} must divide '
                              f'content_dim={content_dim}')
@@ -68,7 +74,9 @@ class AdaMixerDecoderStage(nn.Module):
         self.attention_norm = nn.LayerNorm(content_dim)
         self.iof_tau = nn.Parameter(torch.empty(num_heads))
         self.sampling = AdaptiveSampling(content_dim, in_points, num_groups)
-        self.ffn = FFN(content_dim, feedforward_channels, **ffn)
+        ffn = check_keys('ffn', ffn, ('tied', 'lorita'))
+        with config_block('ffn'):
+            self.ffn = FFN(content_dim, feedforward_channels, **ffn)
         self.ffn_norm = nn.LayerNorm(content_dim)
         self.cls_fcs = _branch(content_dim, num_cls_fcs)
         self.fc_cls = nn.Linear(content_dim, num_classes)
