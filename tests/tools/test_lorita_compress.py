@@ -16,9 +16,10 @@ import pytest
 import torch
 from tool_runner import run
 
+from lors_det.engine.checkpoint import (CheckpointMismatchError,
+                                        check_checkpoint)
 from lors_det.lors import LoRITaLinear
-from lors_det.utils.lorita_compress import (LoRITaCompressError,
-                                            adopt_lorita_shapes, check_value,
+from lors_det.utils.lorita_compress import (LoRITaCompressError, check_value,
                                             compress_checkpoint,
                                             compress_model,
                                             find_lorita_layers, format_report,
@@ -294,18 +295,19 @@ def test_checkpoint_not_matching_config(lorita_ckpt, shared_model,
     sd['decoder.stages.1.ffn.fc2.weight'] = torch.zeros(64, 256)
     bad = tmp_path / 'bad.pth'
     torch.save(dict(state_dict=sd), bad)
-    with pytest.raises(LoRITaCompressError) as e:
+    with pytest.raises(CheckpointMismatchError) as e:
         compress_checkpoint(LORITA_CFG, str(bad), None, 'rank', 4,
                             model=shared_model)
     msg = str(e.value)
-    assert 'missing keys' in msg and 'decoder.stages.1.ffn.fc2.bias' in msg
-    assert 'unexpected keys' in msg
-    assert 'decoder.stages.1.ffn.fc2.weight' in msg
+    assert str(bad) in msg
+    assert 'missing from it, e.g. decoder.stages.1.ffn.fc2.bias' in msg
+    assert 'not in the model, e.g. decoder.stages.1.ffn.fc2.weight' in msg
     # a size mismatch is named too
     sd = torch.load(ckpt)['state_dict']
     sd['decoder.stages.0.ffn_norm.weight'] = torch.zeros(3)
     torch.save(dict(state_dict=sd), bad)
-    with pytest.raises(LoRITaCompressError, match='ffn_norm.weight'):
+    with pytest.raises(CheckpointMismatchError,
+                       match=r'ffn_norm.weight: checkpoint \(3,\)'):
         compress_checkpoint(LORITA_CFG, str(bad), None, 'rank', 4,
                             model=shared_model)
 
@@ -352,24 +354,24 @@ def test_cli_errors(tmp_path, lorita_ckpt):
     assert not osp.exists(out)
 
 
-def test_adopt_shapes_lets_a_preload_shape_check_pass(lorita_ckpt,
-                                                      tmp_path):
-    """tools/test.py compares the freshly built model's shapes with the
-    checkpoint before loading; with :func:`adopt_lorita_shapes` first, a
-    compressed checkpoint fits the config it was trained with."""
+def test_compressed_checkpoint_fits_the_config_it_was_trained_with(
+        lorita_ckpt, tmp_path):
+    """The checkpoint-vs-model comparison that tools/test.py makes before
+    loading accepts a compressed checkpoint for its config (LoRITa layers
+    adopt the compressed factor shapes while loading) and still refuses a
+    wrong shape in it."""
     ckpt, _, _ = lorita_ckpt
     out = str(tmp_path / 'r4.pth')
     compress_checkpoint(LORITA_CFG, ckpt, out, 'rank', 4)
     saved = torch.load(out)
     model = build_model(LORITA_CFG)
-    assert len(adopt_lorita_shapes(model, saved['state_dict'])) == \
-        NUM_LORITA_LAYERS
-    assert {k: v.shape for k, v in model.state_dict().items()} == \
-        {k: v.shape for k, v in saved['state_dict'].items()}
-    assert adopt_lorita_shapes(model, saved['state_dict']) == []
-    checkpoint = pytest.importorskip('lors_det.utils.checkpoint')
-    if hasattr(checkpoint, 'check_checkpoint_matches_model'):
-        checkpoint.check_checkpoint_matches_model(model, saved, out)
+    before = {k: v.shape for k, v in model.state_dict().items()}
+    check_checkpoint(model, saved, out)
+    assert {k: v.shape for k, v in model.state_dict().items()} == before
+    saved['state_dict']['decoder.stages.0.ffn.fc1.factors.0'] = torch.zeros(
+        3, 3)
+    with pytest.raises(CheckpointMismatchError, match='ffn.fc1.factors.0'):
+        check_checkpoint(model, saved, out)
 
 
 def test_lorita_load_adopts_only_valid_shapes_and_keeps_dtype():
@@ -389,7 +391,6 @@ def test_lorita_load_adopts_only_valid_shapes_and_keeps_dtype():
     assert not layer.is_valid_chain([(4, 40), (10, 4)])
     assert layer.is_valid_chain([(4, 20), (10, 4)])
     assert layer.is_valid_chain([(10, 20)])
-    assert adopt_lorita_shapes(layer, other.state_dict()) == []
 
 
 # ---------------------------------------------------------------------------
