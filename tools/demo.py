@@ -243,22 +243,15 @@ def coco_summary_lines(text: str) -> List[str]:
 
 
 def param_table(model, cfg, config_path: str):
-    """(text table, json summary) of the parameter counts."""
-    try:
-        from lors_det.utils.params import (describe_decoder, format_counts,
-                                           json_summary, model_param_counts)
-        counts = model_param_counts(model)
-        return (format_counts(counts, describe_decoder(cfg)),
-                json_summary(counts))
-    except Exception as err:  # API in flux: fall back to the CLI
-        log(f'lors_det.utils.params failed ({err!r}); using count_params.py')
-        text = subprocess.run(
-            [sys.executable, COUNT_PARAMS, config_path],
-            check=True, capture_output=True, text=True).stdout
-        js = subprocess.run(
-            [sys.executable, COUNT_PARAMS, config_path, '--json'],
-            check=True, capture_output=True, text=True).stdout
-        return text.strip(), json.loads(js.strip().splitlines()[-1])
+    """(text table, json summary) of the parameter counts, from
+    ``tools/analysis/count_params.py`` (the one table formatter)."""
+    text = subprocess.run(
+        [sys.executable, COUNT_PARAMS, config_path],
+        check=True, capture_output=True, text=True).stdout
+    js = subprocess.run(
+        [sys.executable, COUNT_PARAMS, config_path, '--json'],
+        check=True, capture_output=True, text=True).stdout
+    return text.strip(), json.loads(js.strip().splitlines()[-1])
 
 
 def read_scalars(log_dir: str):

@@ -384,14 +384,17 @@ def _expected_state(model: torch.nn.Module, state: dict) -> Dict:
 def check_state_dict(model: torch.nn.Module, state: dict, path: str,
                      require_all: bool = True,
                      config: Optional[str] = None,
-                     meta_cfg: Optional[str] = None) -> None:
+                     meta_cfg: Optional[str] = None,
+                     allow_unexpected: bool = True) -> None:
     """Refuse weights that cannot be right for ``model``.
 
     Raises :class:`CheckpointMismatchError` naming ``path`` and the keys
     when an entry is not a tensor, a floating-point tensor holds NaN/Inf, an
     entry of the model has another shape or dtype in ``state``, or (with
     ``require_all``) a weight of the model is missing. Extra entries are
-    tolerated (mmengine ignores them) and listed only alongside an error.
+    tolerated (mmengine ignores them) and listed only alongside an error,
+    unless ``allow_unexpected=False`` (a converter's output must not have
+    any).
     ``model`` may be wrapped (DDP, TTA) and is not changed.
     """
     model = _unwrap(model)
@@ -422,7 +425,8 @@ def check_state_dict(model: torch.nn.Module, state: dict, path: str,
         for k, v in expected.items()
         if k in state and state[k].dtype != v.dtype
     ]
-    if not (missing or bad_shape or bad_dtype):
+    if not (missing or bad_shape or bad_dtype or
+            (unexpected and not allow_unexpected)):
         return
     lines = [f"checkpoint file '{path}' does not fit the model"
              + (f" built from '{config}'" if config else '') + ':']

@@ -1,4 +1,4 @@
-"""Post-training compression of LoRITa layers (seed paper 004).
+"""Post-training compression of LoRITa layers (LoRITa, arXiv 2405.03089).
 
 A model trained with :class:`~lors_det.lors.LoRITaLinear` layers (products
 of N linear maps) is compressed by multiplying every product out
@@ -31,7 +31,8 @@ of them, sweeping ``ratio`` (the fraction REMOVED) from 1% to 99% and
 evaluating each. Details of that code we note but do not copy:
 
 * it pools conv layers and linear layers separately (ViT: attention and
-  MLP weights separately); here all LoRITa layers form one pool, as asked;
+  MLP weights separately); here all LoRITa layers form one pool (one
+  budget for the model);
 * for the linear pools it builds the normalised list but then concatenates
   the raw singular values (``SLr = torch.cat(SL)``), so those layers are in
   effect ranked by raw magnitude -- we take this for an oversight and
@@ -50,21 +51,21 @@ exactly 1, every layer gets at least rank 1 by itself whenever
 ``ceil(P * n) >=`` the number of layers; below that the minimum of one per
 layer is enforced and the kept total exceeds the budget (reported).
 
-Checkpoints: :func:`compress_checkpoint` writes ``dict(meta=...,
-state_dict=...)``; a compressed layer's factors have the compressed shapes,
+Checkpoints: :func:`lors_det.engine.convert.compress_checkpoint` writes
+``dict(meta=..., state_dict=...)``; a compressed layer's factors have the
+compressed shapes,
 and ``LoRITaLinear._load_from_state_dict`` adopts them, so the SAME config
 loads it (``tools/test.py CONFIG OUT``, or ``load_state_dict(strict=True)``).
 """
 import math
-import os.path as osp
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-from ..lors import LoRITaLinear, rank_for_energy
+from .lorita import LoRITaLinear, rank_for_energy
 
 METHODS = ('rank', 'energy', 'ratio')
 
@@ -351,113 +352,3 @@ def compress_model(model: nn.Module, method: str,
             f'{", ".join(larger)}')
     return CompressionReport(method, value, rows, before, model_params(model),
                              notes)
-
-
-# ---------------------------------------------------------------------------
-# checkpoints
-# ---------------------------------------------------------------------------
-def compress_checkpoint(config, checkpoint: str, out: Optional[str],
-                        method: str, value,
-                        model: Optional[nn.Module] = None,
-                        force: bool = False
-                        ) -> Tuple[CompressionReport, nn.Module]:
-    """Build ``config``'s model, load ``checkpoint``, compress, save ``out``.
-
-    Args:
-        config: config path or :class:`mmengine.Config`.
-        checkpoint: path of an mmengine checkpoint.
-        out: where to write ``dict(meta=..., state_dict=...)`` (None: do not
-            write).
-        method, value: see :func:`compress_model`.
-        model: an already built model of ``config`` (built if None).
-        force: replace an existing ``out`` (never ``checkpoint`` or the
-            config).
-
-    ``checkpoint`` is read with
-    :func:`lors_det.engine.checkpoint.load_checkpoint_file` (no code
-    execution; ``LORS_DET_TRUST_CHECKPOINTS=1`` for files that need more)
-    and checked with ``check_checkpoint`` (every weight present, tensors,
-    finite, same shapes and dtypes); ``out`` is written atomically.
-
-    Returns:
-        tuple: the report and the compressed model.
-    """
-    from ..engine.checkpoint import load_weights
-    from ..engine.fileio import check_outputs, save_checkpoint
-    from .params import build_model
-    value = check_value(method, value)
-    if out is not None:
-        config_path = config if isinstance(config, str) else getattr(
-            config, 'filename', None)
-        check_outputs(dict(OUT=out), dict(
-            CKPT=checkpoint, **({'CONFIG': config_path} if config_path
-                                else {})), force=force)
-    if model is None:
-        model = build_model(config)
-    find_lorita_layers(model)  # fail before loading anything
-    if not osp.isfile(checkpoint):
-        raise LoRITaCompressError(f'checkpoint does not exist: {checkpoint}')
-    ckpt = load_weights(model, checkpoint)
-    model.eval()
-    report = compress_model(model, method, value)
-    if out is not None:
-        src_meta = ckpt.get('meta') if isinstance(ckpt.get('meta'),
-                                                  dict) else {}
-        meta = dict(src_meta)
-        meta['lorita_compress'] = dict(
-            report.to_meta(),
-            source_checkpoint=osp.abspath(checkpoint),
-            config=config if isinstance(config, str) else
-            getattr(config, 'filename', None))
-        state_dict = OrderedDict(
-            (k, v.detach().cpu().clone())
-            for k, v in model.state_dict().items())
-        save_checkpoint(dict(meta=meta, state_dict=state_dict), out)
-    return report, model
-
-
-# ---------------------------------------------------------------------------
-# text
-# ---------------------------------------------------------------------------
-def format_report(report: CompressionReport) -> str:
-    """Per-layer table and totals."""
-    def num(v):
-        return f'{v:,}'
-
-    header = ('layer', 'shape (out x in)', 'factors', 'rank kept',
-              'energy kept', 'params before', 'params after', 'dense')
-    rows = [(r.name, f'{r.out_features} x {r.in_features}',
-             str(r.num_factors),
-             f'{r.rank}/{r.max_rank}' + (' (clamped)' if r.clamped else ''),
-             f'{r.energy_kept:.4f}', num(r.params_before),
-             num(r.params_after), num(r.dense_params))
-            for r in report.layers]
-    widths = [max(len(x[i]) for x in (header, *rows))
-              for i in range(len(header))]
-
-    def line(r):
-        return '  '.join([r[0].ljust(widths[0])] +
-                         [r[i].rjust(widths[i])
-                          for i in range(1, len(r))]).rstrip()
-
-    def pct(after, before):
-        return f'{100.0 * (1 - after / before):.1f}% fewer' if before else ''
-
-    kept, total = report.singular_values_kept
-    lines = [f'LoRITa compression: --{report.method} {report.value}', '',
-             line(header), '  '.join('-' * w for w in widths)]
-    lines += [line(r) for r in rows]
-    lines += [
-        '',
-        f'singular values kept: {kept} / {total}',
-        f'LoRITa layers ({len(report.layers)}): '
-        f'{num(report.lorita_params_before)} -> '
-        f'{num(report.lorita_params_after)} parameters '
-        f'({pct(report.lorita_params_after, report.lorita_params_before)}; '
-        f'dense equivalent {num(sum(r.dense_params for r in report.layers))})',
-        f'whole model: {num(report.model_params_before)} -> '
-        f'{num(report.model_params_after)} parameters '
-        f'({pct(report.model_params_after, report.model_params_before)})',
-    ]
-    lines += [f'note: {n}' for n in report.notes]
-    return '\n'.join(lines)

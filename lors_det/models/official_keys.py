@@ -1,4 +1,4 @@
-"""Convert official AdaMixer / AdaMixer+LORS checkpoints to ``lors_det``.
+"""Official AdaMixer / AdaMixer+LORS checkpoint keys -> ``lors_det`` keys.
 
 Both official code bases (https://github.com/MCG-NJU/AdaMixer,
 https://github.com/li-jl16/LORS) are mmdet 2.x ``QueryBased`` (Sparse R-CNN)
@@ -71,12 +71,12 @@ Only names change; every tensor is copied as is, because the layouts agree
 
 Keys matching no rule raise :class:`ConversionError` naming them; target
 keys a complete model would have but the source lacks are returned by
-:func:`missing_keys`.
+:func:`missing_keys`. Reading, checking and writing the files:
+:func:`lors_det.engine.convert.convert_checkpoint_file`.
 """
-import os.path as osp
 import re
 from collections import OrderedDict
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 
@@ -266,122 +266,3 @@ def missing_keys(converted: Dict[str, torch.Tensor], source: str) -> List[str]:
     if not any(k.startswith('neck.lateral_convs.') for k in keys):
         missing.append('neck.lateral_convs.* (no neck conv found)')
     return missing
-
-
-def compare_with_model(converted: Dict[str, torch.Tensor],
-                       target: Dict[str, torch.Tensor]) -> Dict[str, list]:
-    """Differences with a model's ``state_dict()``: ``missing`` (in the
-    model, not converted), ``unexpected`` (converted, not in the model) and
-    ``shape_mismatch`` (``(key, converted shape, model shape)``)."""
-    return dict(
-        missing=[k for k in target if k not in converted],
-        unexpected=[k for k in converted if k not in target],
-        shape_mismatch=[(k, tuple(v.shape), tuple(target[k].shape))
-                        for k, v in converted.items()
-                        if k in target and v.shape != target[k].shape])
-
-
-def convert_checkpoint_file(src: str, dst: str, source: str,
-                            config: Optional[str] = None,
-                            converter: str = '',
-                            log: Callable[[str], None] = print,
-                            force: bool = False) -> dict:
-    """Load ``src`` (:func:`~lors_det.engine.checkpoint.load_checkpoint_file`:
-    no code execution), convert its keys, save ``dict(state_dict, meta)`` to
-    ``dst`` atomically and log a summary. ``dst`` may not be ``src`` or
-    ``config``, nor an existing file unless ``force``.
-
-    Args:
-        src, dst (str): checkpoint paths.
-        source (str): ``'adamixer'`` or ``'lors'``.
-        config (str, optional): a ``lors_det`` config; the converted keys and
-            shapes are then checked against the model it builds, and
-            unexpected keys or shape mismatches raise.
-        converter (str): name recorded in ``meta``.
-        force (bool): replace an existing ``dst``.
-
-    Returns:
-        dict: the saved checkpoint.
-    """
-    if source not in CONVERTERS:
-        raise ValueError(f'source must be one of {sorted(CONVERTERS)}')
-    from ..engine.checkpoint import extract_state_dict, load_checkpoint_file
-    from ..engine.fileio import check_outputs, save_checkpoint
-    inputs = dict(SRC=src, **({'--config': config} if config else {}))
-    check_outputs(dict(DST=dst), inputs, force=force)
-    checkpoint = load_checkpoint_file(src)
-    state_dict = extract_state_dict(checkpoint, src)
-    old_meta = checkpoint.get('meta') if isinstance(
-        checkpoint.get('meta'), dict) else {}
-    new = CONVERTERS[source](state_dict)
-    missing = missing_keys(new, source)
-    num_stages = len(_indices(new, r'^decoder\.stages\.(\d+)\.'))
-    meta = dict(converted_from=osp.abspath(src),
-                source_format=SOURCES[source]['name'],
-                converter=converter or f'lors_det.utils.convert[{source}]',
-                num_stages=num_stages)
-    if old_meta.get('CLASSES') is not None:
-        meta['dataset_meta'] = dict(classes=tuple(old_meta['CLASSES']))
-    kept = {k: old_meta[k] for k in ('mmdet_version', 'epoch', 'iter')
-            if k in old_meta}
-    if kept:
-        meta['source_meta'] = kept
-    if config is not None:
-        from .params import build_model
-        target = build_model(config).state_dict()
-        diff = compare_with_model(new, target)
-        if diff['unexpected'] or diff['shape_mismatch']:
-            lines = [f'converted checkpoint does not fit {config}:']
-            lines += [f'  unexpected key: {k}' for k in diff['unexpected']]
-            lines += [f'  shape mismatch: {k}: checkpoint {a} vs model {b}'
-                      for k, a, b in diff['shape_mismatch']]
-            raise ConversionError('\n'.join(lines))
-        missing = sorted(set(missing) | set(diff['missing']))
-    out = dict(state_dict=new, meta=meta)
-    save_checkpoint(out, dst)
-    n_params = sum(v.numel() for v in new.values())
-    groups = OrderedDict()
-    for k in new:
-        top = k.split('.', 1)[0]
-        groups[top] = groups.get(top, 0) + 1
-    log(f'converted {SOURCES[source]["name"]} checkpoint {src}')
-    log(f'  {len(state_dict)} source keys -> {len(new)} keys '
-        f'({n_params:,} values), {num_stages} decoder stages')
-    log('  keys per component: ' +
-        ', '.join(f'{k}: {v}' for k, v in groups.items()))
-    if missing:
-        log(f'  WARNING: {len(missing)} target key(s) missing '
-            '(they keep their initialisation when loaded non-strictly):')
-        for k in missing:
-            log(f'    {k}')
-    else:
-        log('  no target key missing' +
-            (f' (checked against {config})' if config else ''))
-    log(f'saved to {dst}')
-    return out
-
-
-def converter_main(source: str, doc: str, tool: str, argv=None) -> None:
-    """Command line of the ``{adamixer,lors}_to_lors_det.py`` converters in
-    ``tools/model_converters/`` (``SRC DST [--config CONFIG]``); ``source``
-    is 'adamixer' or 'lors'."""
-    import argparse
-    import os.path as osp
-    import sys
-    parser = argparse.ArgumentParser(description=doc.split('\n')[0])
-    parser.add_argument('src', help='official checkpoint')
-    parser.add_argument('dst', help='where to save the converted checkpoint')
-    parser.add_argument(
-        '--config', help='lors_det config to check keys and shapes against')
-    parser.add_argument('--force', action='store_true',
-                        help='replace DST if it exists')
-    args = parser.parse_args(argv)
-    from ..engine.checkpoint import CheckpointError
-    repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(tool))))
-    try:
-        convert_checkpoint_file(args.src, args.dst, source,
-                                config=args.config,
-                                converter=osp.relpath(tool, repo),
-                                force=args.force)
-    except (ValueError, CheckpointError, OSError) as e:  # incl. bad paths
-        sys.exit(f'error: {e}')

@@ -1,6 +1,7 @@
 """Parameter counts of a detector built from a config, per component.
 
-Used by ``tools/analysis/count_params.py`` (one config, text or JSON),
+Used by ``tools/analysis/count_params.py`` (one config, text or JSON; it
+formats the table),
 ``tools/analysis/params_table.py`` (``docs/params.md``) and the tests, so the
 numbers are computed in exactly one place. Shared/private splits come from
 :func:`lors_det.lors.count_parameters`, i.e. from the names the LORS modules
@@ -8,7 +9,7 @@ declare, never from guessing by shape.
 
 Typical use::
 
-    from lors_det.utils.params import param_counts
+    from lors_det.models.param_counts import param_counts
     counts = param_counts('configs/lors/adamixer-lors_r50_8xb2-1x_coco.py')
     counts['decoder']['total'], counts['decoder']['shared']
 
@@ -30,9 +31,6 @@ COMPONENTS = ('backbone', 'neck', 'query_generator', 'decoder')
 #: decoder sub-parts reported one per line (``stages`` summed over stages)
 DECODER_PARTS = ('stages', 'mixing.generator', 'mixing.out_proj',
                  'mixing.norms')
-#: keys of :func:`json_summary`
-SUMMARY_KEYS = ('backbone', 'neck', 'query_generator', 'decoder', 'total',
-                'decoder_shared', 'decoder_private')
 
 
 def load_config(config: Union[str, Config]) -> Config:
@@ -56,7 +54,7 @@ def build_model(config: Union[str, Config]) -> nn.Module:
 
 
 def _decoder_defaults() -> Dict[str, object]:
-    from ..models.roi_heads import AdaMixerDecoder
+    from .roi_heads import AdaMixerDecoder
     return {
         name: p.default
         for name, p in inspect.signature(
@@ -150,7 +148,9 @@ def param_counts(config: Union[str, Config]) -> Dict[str, Dict[str, int]]:
 
 
 def json_summary(counts: Dict[str, Dict[str, int]]) -> Dict[str, int]:
-    """Flat ints (:data:`SUMMARY_KEYS`) from :func:`model_param_counts`."""
+    """Flat ints from :func:`model_param_counts`: the totals of
+    :data:`COMPONENTS` and of the model, ``decoder_shared`` and
+    ``decoder_private``."""
     out = {name: int(counts[name]['total'])
            for name in (*COMPONENTS, 'total')}
     out['decoder_shared'] = int(counts['decoder']['shared'])
@@ -161,46 +161,3 @@ def json_summary(counts: Dict[str, Dict[str, int]]) -> Dict[str, int]:
 def reduction(value: int, reference: int) -> float:
     """Relative reduction ``1 - value / reference`` (0.7 = 70% fewer)."""
     return 1.0 - value / reference
-
-
-def format_counts(counts: Dict[str, Dict[str, int]],
-                  description: str = '') -> str:
-    """The text table printed by ``tools/analysis/count_params.py``."""
-
-    def num(v):
-        return f'{v:,}'
-
-    header = ('part', 'parameters', 'trainable', 'shared', 'private')
-    rows = []
-
-    def row(name, c, split=False):
-        trainable = '' if c['trainable'] == c['total'] else num(c['trainable'])
-        rows.append((name, num(c['total']), trainable,
-                     num(c['shared']) if split else '',
-                     num(c['private']) if split else ''))
-
-    for name in COMPONENTS:
-        row(name, counts[name], split=name == 'decoder')
-        if name == 'decoder':
-            d = counts['decoder']
-            rows.append(('  decoder other (neither shared nor private)',
-                         num(d['other']), '', '', ''))
-            for part, c in counts['decoder_parts'].items():
-                label = f'  decoder.{part}'
-                if part == 'stages':
-                    label += ' (all stages summed)'
-                row(label, c, split=True)
-    row('total', counts['total'])
-    widths = [max(len(r[i]) for r in (header, *rows))
-              for i in range(len(header))]
-    lines = [description] if description else []
-
-    def line(r):
-        return '  '.join([r[0].ljust(widths[0])] +
-                         [r[i].rjust(widths[i])
-                          for i in range(1, len(r))]).rstrip()
-
-    lines.append(line(header))
-    lines.append('  '.join('-' * w for w in widths))
-    lines.extend(line(r) for r in rows)
-    return '\n'.join(lines)

@@ -400,3 +400,24 @@ def test_amp_without_cuda_is_one_clear_line(tmp_path, tiny_config):
     assert proc.returncode != 0
     assert 'error: --amp needs a CUDA GPU' in proc.stdout
     assert 'Traceback' not in proc.stdout
+
+
+def test_checkpoint_hook_leaves_a_live_runs_partial_file(tmp_path):
+    """Two runs in one work_dir: the second must not delete the partial
+    checkpoint the first is writing (only those of dead processes)."""
+    import logging
+    from lors_det.engine import AtomicCheckpointHook
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()
+    live = tmp_path / f'iter_4.pth.{os.getpid()}.partial'
+    stale = tmp_path / f'iter_2.pth.{dead.pid}.partial'
+    for p in (live, stale):
+        p.write_bytes(b'PK\x03\x04 half')
+    hook = AtomicCheckpointHook(interval=1)
+    hook.out_dir = str(tmp_path)
+
+    class _Runner:
+        logger = logging.getLogger('test_partial')
+
+    hook._remove_partials(_Runner())
+    assert live.exists() and not stale.exists()

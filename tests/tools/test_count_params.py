@@ -1,4 +1,5 @@
-"""Parameter counts (tools/analysis/count_params.py, lors_det.utils.params)
+"""Parameter counts (tools/analysis/count_params.py,
+lors_det.models.param_counts)
 against closed-form counts derived from the OFFICIAL module definitions.
 
 The formulas below are written from the official code, not from ours:
@@ -35,8 +36,8 @@ import sys
 
 import pytest
 
-from lors_det.utils.params import (build_model, json_summary,
-                                   model_param_counts)
+from lors_det.models.param_counts import (build_model, json_summary,
+                                          model_param_counts)
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 COUNT_PARAMS = osp.join(REPO_ROOT, 'tools', 'analysis', 'count_params.py')

@@ -99,7 +99,7 @@ def test_visualize_sampling_points_plain(tmp_path):
     """Plain AdaMixer, one query, with an untrained (initialised) model."""
     import lors_det  # noqa: F401
     from lors_det.datasets import make_synthetic_coco
-    from lors_det.utils.params import build_model
+    from lors_det.models.param_counts import build_model
     make_synthetic_coco(str(tmp_path / 'data'), num_train=1, num_val=1,
                         img_size=64, min_objects=1, empty_ratio=0.0)
     model = build_model(PLAIN_CFG)

@@ -1,5 +1,5 @@
 """LoRITa compression (tools/model_converters/lorita_compress.py,
-lors_det/utils/lorita_compress.py) and the tied-FFN configs.
+lors_det/lors/lorita_compress.py) and the tied-FFN configs.
 
 The compression tests use the synthetic LoRITa config
 (``configs/synthetic/adamixer-lorita_tiny_synthetic.py``: every decoder FFN
@@ -7,6 +7,7 @@ linear and every stage's mixing output linear is a product of 3 maps) with
 randomised LoRITa factors, saved as an mmengine-style checkpoint.
 """
 import glob
+import importlib.util
 import json
 import math
 import os.path as osp
@@ -18,17 +19,26 @@ from tool_runner import run
 
 from lors_det.engine.checkpoint import (CheckpointMismatchError,
                                         check_checkpoint)
+from lors_det.engine.convert import compress_checkpoint
 from lors_det.lors import LoRITaLinear
-from lors_det.utils.lorita_compress import (LoRITaCompressError, check_value,
-                                            compress_checkpoint,
-                                            compress_model,
-                                            find_lorita_layers, format_report,
-                                            model_params,
-                                            ranks_for_global_ratio)
-from lors_det.utils.params import build_model
+from lors_det.lors.lorita_compress import (LoRITaCompressError, check_value,
+                                           compress_model, find_lorita_layers,
+                                           model_params,
+                                           ranks_for_global_ratio)
+from lors_det.models.param_counts import build_model
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(REPO_ROOT, 'tools', 'model_converters', 'lorita_compress.py')
+
+
+def _load_tool(path):
+    spec = importlib.util.spec_from_file_location('lorita_compress_tool', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+format_report = _load_tool(TOOL).format_report  # the tool's table
 TEST = osp.join(REPO_ROOT, 'tools', 'test.py')
 LORITA_CFG = osp.join(REPO_ROOT, 'configs', 'synthetic',
                       'adamixer-lorita_tiny_synthetic.py')

@@ -8,7 +8,7 @@ shapes data (``tools/misc/make_synthetic_coco.py``):
 * AdaMixer+tied FFN        configs/synthetic/adamixer-tied_tiny_synthetic.py
 * AdaMixer+LoRITa          configs/synthetic/adamixer-lorita_tiny_synthetic.py
 
-then compresses the LoRITa checkpoint (``lors_det.utils.lorita_compress``,
+then compresses the LoRITa checkpoint (``lors_det.lors.lorita_compress``,
 as ``tools/model_converters/lorita_compress.py`` does; default: per-layer
 energy 0.9 and a global ratio 0.5) and evaluates every model on the val
 split with the same config (as ``tools/test.py CONFIG CKPT`` does). Writes a
@@ -79,7 +79,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.epochs <= 0:
         parser.error('--epochs must be positive')
-    from lors_det.utils.lorita_compress import LoRITaCompressError, check_value
+    from lors_det.lors.lorita_compress import LoRITaCompressError, check_value
     args.compress_specs = []
     for spec in args.compress:
         method, _, value = spec.partition('=')
@@ -184,7 +184,7 @@ def evaluate(cfg: Config, checkpoint: str, work_dir: str, name: str):
 
 
 def counts(model):
-    from lors_det.utils.params import model_param_counts
+    from lors_det.models.param_counts import model_param_counts
     c = model_param_counts(model)
     return c['decoder']['total'], c['total']['total']
 
@@ -246,7 +246,7 @@ def markdown(rows, args, command, started, elapsed, notes,
         + (f'x0.1 after epochs {sched["milestones"]}'
            if sched['milestones'] else 'no lr step') +
         f', grad-norm clip 1.0, seed {args.seed}',
-        '* LoRITa compression: `lors_det.utils.lorita_compress` (same as '
+        '* LoRITa compression: `lors_det.lors.lorita_compress` (same as '
         '`tools/model_converters/lorita_compress.py`); the compressed '
         'checkpoint is evaluated with the unchanged LoRITa config',
         '',
@@ -271,7 +271,7 @@ def main(argv=None):
     args = parse_args(argv)
     import lors_det  # noqa: F401
     from mmdet.utils import register_all_modules
-    from lors_det.utils.lorita_compress import compress_checkpoint
+    from lors_det.engine.convert import compress_checkpoint
     register_all_modules(init_default_scope=False)
     command = 'python ' + ' '.join(
         shlex.quote(a) for a in [osp.relpath(__file__, _REPO_ROOT)] +

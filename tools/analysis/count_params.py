@@ -17,14 +17,16 @@ frozen initial boxes).
 ``decoder_private`` (ints, all parameters incl. frozen ones).
 
 No weights are loaded (building a model does not load pretrained weights).
-The logic lives in :mod:`lors_det.utils.params`.
+The counting lives in :mod:`lors_det.models.param_counts`.
 """
 import argparse
 import json
+from typing import Dict
 
 
-from lors_det.utils.params import (describe_decoder, format_counts,  # noqa
-                                   json_summary, load_config, param_counts)
+from lors_det.models.param_counts import (COMPONENTS, describe_decoder,
+                                          json_summary, load_config,
+                                          param_counts)
 
 
 def parse_args(argv=None):
@@ -34,6 +36,49 @@ def parse_args(argv=None):
     parser.add_argument('--json', action='store_true',
                         help='print one JSON object instead of the table')
     return parser.parse_args(argv)
+
+
+def format_counts(counts: Dict[str, Dict[str, int]],
+                  description: str = '') -> str:
+    """The text table printed by ``tools/analysis/count_params.py``."""
+
+    def num(v):
+        return f'{v:,}'
+
+    header = ('part', 'parameters', 'trainable', 'shared', 'private')
+    rows = []
+
+    def row(name, c, split=False):
+        trainable = '' if c['trainable'] == c['total'] else num(c['trainable'])
+        rows.append((name, num(c['total']), trainable,
+                     num(c['shared']) if split else '',
+                     num(c['private']) if split else ''))
+
+    for name in COMPONENTS:
+        row(name, counts[name], split=name == 'decoder')
+        if name == 'decoder':
+            d = counts['decoder']
+            rows.append(('  decoder other (neither shared nor private)',
+                         num(d['other']), '', '', ''))
+            for part, c in counts['decoder_parts'].items():
+                label = f'  decoder.{part}'
+                if part == 'stages':
+                    label += ' (all stages summed)'
+                row(label, c, split=True)
+    row('total', counts['total'])
+    widths = [max(len(r[i]) for r in (header, *rows))
+              for i in range(len(header))]
+    lines = [description] if description else []
+
+    def line(r):
+        return '  '.join([r[0].ljust(widths[0])] +
+                         [r[i].rjust(widths[i])
+                          for i in range(1, len(r))]).rstrip()
+
+    lines.append(line(header))
+    lines.append('  '.join('-' * w for w in widths))
+    lines.extend(line(r) for r in rows)
+    return '\n'.join(lines)
 
 
 def main(argv=None):

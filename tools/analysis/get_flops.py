@@ -63,7 +63,7 @@ from mmengine.analysis import FlopAnalyzer
 from mmengine.analysis.jit_handles import get_shape
 from mmengine.config import Config, DictAction
 
-from lors_det.utils.params import build_model
+from lors_det.models.param_counts import build_model
 
 
 # ---------------------------------------------------------------------------
@@ -314,7 +314,7 @@ def main(argv=None):
         cfg.merge_from_dict(args.cfg_options)
     res = analyze(cfg, tuple(args.shape), args.decoder_only, args.batch_size)
     try:
-        from lors_det.utils.params import describe_decoder
+        from lors_det.models.param_counts import describe_decoder
         desc = describe_decoder(cfg)
     except Exception:  # the description is optional
         desc = ''

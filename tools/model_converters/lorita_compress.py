@@ -19,7 +19,8 @@ every ``LoRITaLinear`` (exact) and keeps its top singular directions:
 Writes OUT as ``dict(meta=..., state_dict=...)``; ``meta['lorita_compress']``
 records the method, value and per-layer ranks. Evaluate it with the SAME
 config: ``python tools/test.py CONFIG OUT`` (the LoRITa layers adopt the
-compressed shapes on load). Logic: :mod:`lors_det.utils.lorita_compress`.
+compressed shapes on load). Logic: :mod:`lors_det.lors.lorita_compress`
+(ranks, SVD) and :func:`lors_det.engine.convert.compress_checkpoint` (files).
 """
 import argparse
 import os
@@ -27,8 +28,53 @@ import os.path as osp
 import sys
 
 from lors_det.engine.checkpoint import TRUST_ENV, CheckpointError
-from lors_det.utils.lorita_compress import (LoRITaCompressError, check_value,
-                                            compress_checkpoint, format_report)
+from lors_det.engine.convert import compress_checkpoint
+from lors_det.lors.lorita_compress import (CompressionReport,
+                                           LoRITaCompressError, check_value)
+
+
+def format_report(report: CompressionReport) -> str:
+    """Per-layer table and totals."""
+    def num(v):
+        return f'{v:,}'
+
+    header = ('layer', 'shape (out x in)', 'factors', 'rank kept',
+              'energy kept', 'params before', 'params after', 'dense')
+    rows = [(r.name, f'{r.out_features} x {r.in_features}',
+             str(r.num_factors),
+             f'{r.rank}/{r.max_rank}' + (' (clamped)' if r.clamped else ''),
+             f'{r.energy_kept:.4f}', num(r.params_before),
+             num(r.params_after), num(r.dense_params))
+            for r in report.layers]
+    widths = [max(len(x[i]) for x in (header, *rows))
+              for i in range(len(header))]
+
+    def line(r):
+        return '  '.join([r[0].ljust(widths[0])] +
+                         [r[i].rjust(widths[i])
+                          for i in range(1, len(r))]).rstrip()
+
+    def pct(after, before):
+        return f'{100.0 * (1 - after / before):.1f}% fewer' if before else ''
+
+    kept, total = report.singular_values_kept
+    lines = [f'LoRITa compression: --{report.method} {report.value}', '',
+             line(header), '  '.join('-' * w for w in widths)]
+    lines += [line(r) for r in rows]
+    lines += [
+        '',
+        f'singular values kept: {kept} / {total}',
+        f'LoRITa layers ({len(report.layers)}): '
+        f'{num(report.lorita_params_before)} -> '
+        f'{num(report.lorita_params_after)} parameters '
+        f'({pct(report.lorita_params_after, report.lorita_params_before)}; '
+        f'dense equivalent {num(sum(r.dense_params for r in report.layers))})',
+        f'whole model: {num(report.model_params_before)} -> '
+        f'{num(report.model_params_after)} parameters '
+        f'({pct(report.model_params_after, report.model_params_before)})',
+    ]
+    lines += [f'note: {n}' for n in report.notes]
+    return '\n'.join(lines)
 
 
 def parse_args(argv=None):

@@ -9,14 +9,14 @@ Usage::
 
 Reads SRC with lors_det's checkpoint reader (no code execution; its
 ``state_dict`` or ``model`` or the dict itself), renames every key (table
-and layout checks: :mod:`lors_det.utils.convert`) and saves
+and layout checks: :mod:`lors_det.models.official_keys`) and saves
 ``dict(state_dict=..., meta=dict(converted_from=SRC, ...))`` to DST
 atomically (DST may not be SRC or CONFIG; an existing DST is replaced only
 with ``--force``). Keys no rule knows are an error naming
 them; target keys the source lacks are listed. With ``--config`` the result
 is also checked (keys and shapes) against the model that config builds.
 """
-from lors_det.utils.convert import converter_main
+from adamixer_to_lors_det import main  # same folder, same command line
 
 if __name__ == '__main__':
-    converter_main('lors', __doc__, __file__)
+    main('lors', __doc__, __file__)
