@@ -20,13 +20,10 @@ papers): one fused multiply-add counts as ONE flop (i.e. these are MACs).
 What is counted:
 
 * convolutions, ``nn.Linear`` (``aten::linear`` / ``addmm``), ``mm``/``bmm``;
-* ``aten::matmul`` (``@``) on N-D tensors **with broadcasting** -- the
-  AdaMixer channel / spatial mixing (``x @ M``, ``S @ x`` on 5-D tensors) and
-  the LORSA low-rank products (``left @ Z @ right``, where the static factors
-  broadcast over queries). mmengine's stock handle computes
-  ``prod(shape(a)) * shape(b)[-1]``, which is right for the mixing but
-  misses the broadcast batch dimensions of ``b`` (it under-counts
-  ``left @ Z`` by ``B * N``); it is replaced here by a broadcasting one;
+* ``aten::matmul`` (``@``) on N-D tensors with broadcasting (the AdaMixer
+  channel / spatial mixing, ``x @ M`` and ``S @ x`` on 5-D tensors):
+  mmengine's stock handle misses the broadcast batch dimensions of the
+  second operand; it is replaced here by a broadcasting one;
 * ``aten::scaled_dot_product_attention`` (what ``nn.MultiheadAttention``
   runs in torch 2.x): ``Q K^T`` and ``attn V`` -- NOT counted by mmengine
   (reported as an unsupported op and silently left out), added here;
@@ -35,12 +32,15 @@ What is counted:
 * batch / group / layer norm (mmengine's estimates: 2 to 5 per element,
   including the parameter-free LN inside the mixing).
 
-For ``configs/lors/adamixer-lors_r50_8xb2-1x_coco.py`` (800 x 1333) the
-stock counter gives 17.16 G for the decoder, this tool 18.13 G (+0.93 G of
-broadcast LORSA products, +31 M of attention); for the AdaMixer R50 config
-12.13 G vs 12.16 G (attention only). The linear + matmul + attention counts
-equal the multiply-adds of the ``addmm`` / ``mm`` / ``bmm`` kernels that
-``torch.profiler(with_flops=True)`` records for the same forward.
+Known gap: the LORS decoder's own kernels are not counted yet. LORST runs
+as one autograd Function (traced as a ``prim::PythonOp``) and LORSA adds
+its private part inside ``aten::baddbmm``; neither has a handle, so for
+``configs/lors/adamixer-lors_r50_8xb2-1x_coco.py`` (800 x 1333) the decoder
+is under-counted (as reported in the deploy/FLOPs issue: 11.785 G printed
+vs 17.68 G from ``torch.profiler(with_flops=True)`` for the same forward);
+the table lists them among the ops without a handle. For AdaMixer configs
+(no LORS) the count is complete (R50 4 x 32: 12.16 G vs the profiler's
+12.00 G, same report).
 
 What is NOT counted (fvcore convention, negligible here): element-wise ops
 (add, mul, ReLU, sigmoid, softmax, the level weighting of the sampled
