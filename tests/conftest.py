@@ -1,4 +1,6 @@
 """Shared fixtures: tiny models and batches built from the shipped configs."""
+import functools
+import math
 import os
 
 import pytest
@@ -6,6 +8,7 @@ import torch
 from mmdet.structures import DetDataSample
 from mmdet.utils import register_all_modules
 from mmengine.config import Config
+from mmengine.config import utils as config_utils
 from mmengine.structures import InstanceData
 
 import lors_det  # noqa: F401  (registers the plugin)
@@ -17,6 +20,11 @@ SYNTHETIC = {
 }
 
 register_all_modules(init_default_scope=True)
+
+# mmengine re-reads all ~300 metafiles of mmdet for every ``mmdet::`` base a
+# config inherits (~0.7 s each); they do not change during a test run
+_load_metafile = config_utils.load
+config_utils.load = functools.lru_cache(maxsize=None)(_load_metafile)
 
 
 def load_config(rel_path: str) -> Config:
@@ -49,6 +57,18 @@ def make_batch(num_images=2, size=64, num_gts=(2, 0), num_classes=3,
             labels=torch.randint(0, num_classes, (n, ), generator=g))
         samples.append(sample)
     return inputs, samples
+
+
+def assert_xavier_uniform(weight: torch.Tensor) -> None:
+    """``weight`` (out, in) looks drawn from Xavier-uniform: inside the
+    bound sqrt(6 / (in + out)) and with its standard deviation (within 10%),
+    which ``nn.Linear``'s default init (bound 1 / sqrt(in)) does not have
+    unless out is about 5 * in."""
+    out_features, in_features = weight.shape
+    bound = math.sqrt(6.0 / (in_features + out_features))
+    assert weight.abs().max() <= bound
+    std = weight.detach().double().std().item()
+    assert abs(std / (bound / math.sqrt(3.0)) - 1) < 0.1, (std, bound)
 
 
 @pytest.fixture(params=sorted(SYNTHETIC))

@@ -6,6 +6,7 @@ LoRITa over-parameterised linears with SVD truncation, and parameter
 accounting by declared shared/private names.
 """
 from .accounting import count_parameters, split_parameter_names
+from .autocast import autocast_dtype
 from .lorita import LoRITaLinear, rank_for_energy, svd_truncate
 from .lorsa import LORSAGenerator, split_matrices
 from .lorst import LORSTLinear
@@ -16,7 +17,8 @@ from .tied import TiedFFN
 __all__ = [
     'LORSAGenerator', 'LORSTLinear', 'LoRITaLinear', 'MergeableStack',
     'StackedGenerator',
-    'StackedLinear', 'TiedFFN', 'count_parameters', 'make_linear',
+    'StackedLinear', 'TiedFFN', 'autocast_dtype', 'count_parameters',
+    'make_linear',
     'rank_for_energy', 'split_matrices', 'split_parameter_names',
     'svd_truncate'
 ]

@@ -1,9 +1,9 @@
 """LoRITa: low-rank induced training by linear over-parameterisation.
 
-Seed paper 004 ("Promoting Low-Rank Neural Network Compression Through
-Overparameterized Training"): a linear layer ``y = W x + b`` is trained as a
-product of N linear maps with no non-linearity in between and the bias only
-on the last one::
+LoRITa, arXiv 2405.03089 ("Promoting Low-Rank Neural Network Compression
+Through Overparameterized Training"): a linear layer ``y = W x + b`` is
+trained as a product of N linear maps with no non-linearity in between and
+the bias only on the last one::
 
     y = W_N ( ... W_2 (W_1 x)) + b    W_1: (d, in), W_k: (d, d), W_N: (out, d)
 

@@ -1,3 +1,4 @@
+# Modified from li-jl16/LORS, bbox_heads/factorized_adaptive_mixing_operator.py
 """LORSA: adaptive low-rank residual structure for query-generated matrices.
 
 Paper (LORS, CVPR 2024, Sec. 3.2): a query q (C) generates, for every stacked
@@ -26,7 +27,6 @@ from typing import List, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .checks import check_positive, check_rank, per_layer
 from .merge import MergeableStack
@@ -191,10 +191,8 @@ class LORSAGenerator(MergeableStack):
             list[Tensor]: one (B, N, G, m_j, n_j) tensor per matrix kind.
         """
         if self.merged:
-            return split_matrices(
-                F.linear(query, self.merged_weight[layer],
-                         self.merged_bias[layer]), self.matrix_shapes,
-                self.num_groups)
+            return split_matrices(self.merged_linear(query, layer),
+                                  self.matrix_shapes, self.num_groups)
         if self.shared_generator is None:
             return self.private_matrices(query, layer)
         shared = self.shared_matrices(query)

@@ -1,3 +1,4 @@
+# Modified from li-jl16/LORS, bbox_heads/factorized_adaptive_mixing_operator.py
 """LORST: static low-rank residual structure for a stack of linear layers.
 
 Paper (LORS, CVPR 2024, Sec. 3.2): N stacked layers share one weight and each
@@ -22,17 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .autocast import autocast_dtype
 from .checks import check_positive, check_rank, per_layer
 from .merge import MergeableStack
-
-
-def _autocast_dtype(device_type: str, default: torch.dtype) -> torch.dtype:
-    """The dtype autocast would run a matmul in here, or ``default``."""
-    if device_type == 'cuda' and torch.is_autocast_enabled():
-        return torch.get_autocast_gpu_dtype()
-    if device_type == 'cpu' and torch.is_autocast_cpu_enabled():
-        return torch.get_autocast_cpu_dtype()
-    return default
 
 
 class _LowRankResidualLinear(torch.autograd.Function):
@@ -144,8 +137,7 @@ class LORSTLinear(MergeableStack):
         detour through the factors.
         """
         if self.merged:
-            return F.linear(x, self.merged_weight[layer],
-                            self.merged_bias[layer])
+            return self.merged_linear(x, layer)
         bias = self.private_bias[layer]
         A, B = self.private_A[layer], self.private_B[layer]
         if self.shared_weight is None:
@@ -155,7 +147,7 @@ class LORSTLinear(MergeableStack):
         # the Function computes in one dtype (its in-place ops and backward
         # are not autocast): cast to autocast's choice here; the casts are
         # differentiable, so float32 parameters get float32 gradients
-        dtype = _autocast_dtype(x.device.type, x.dtype)
+        dtype = autocast_dtype(x.device.type) or x.dtype
         args = [t.to(dtype) for t in (x.reshape(-1, self.in_features),
                                       self.shared_weight, A, B, bias)]
         with torch.autocast(x.device.type, enabled=False):

@@ -11,17 +11,20 @@ from typing import Dict, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class MergeableStack(nn.Module, metaclass=ABCMeta):
     """A stack of ``num_layers`` layers that :meth:`merge` folds into dense
     per-layer weights (``merged_weight`` (N, out, in), ``merged_bias``
     (N, out)); subclasses define :meth:`dense_layer` and use the merged
-    buffers in ``forward`` when :attr:`merged`.
+    buffers in ``forward`` when :attr:`merged` (:meth:`merged_linear`).
 
     The parameters are untouched by merging, :meth:`unmerge` restores the
     LORS computation, and loading a state dict unmerges (the merged weights
-    of the old parameters would be stale).
+    of the old parameters would be stale). A merged stack refuses to run in
+    training mode: training would update the parameters, not the merged
+    copy.
     """
 
     num_layers: int
@@ -54,6 +57,15 @@ class MergeableStack(nn.Module, metaclass=ABCMeta):
     @property
     def merged(self) -> bool:
         return self.merged_weight is not None
+
+    def merged_linear(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        """Layer i with the merged weights: (..., in) -> (..., out)."""
+        if self.training:
+            raise RuntimeError(
+                f'{type(self).__name__} is merged: its dense weights are an '
+                'inference copy that training would leave stale; call '
+                'unmerge() before training')
+        return F.linear(x, self.merged_weight[i], self.merged_bias[i])
 
     @torch.no_grad()
     def dense_state_dict(self) -> Dict[str, torch.Tensor]:

@@ -1,7 +1,7 @@
 """Tied up/down projections: one matrix used as W and as W^T.
 
-Seed paper 003 ("Do deep neural networks utilize the weight space
-efficiently?"): a feed-forward block reuses its up-projection's transpose as
+Koyun & Töreyin, "Do deep neural networks utilize the weight space
+efficiently?": a feed-forward block reuses its up-projection's transpose as
 its down-projection, halving its weights::
 
     FFN(x) = W^T act(W x + b1) + b2         W: (hidden, dim)

@@ -32,6 +32,22 @@ def test_init_every_layer_generates_the_shared_matrices():
     assert all(f.abs().sum() > 0 for fs in gen.left_factors for f in fs)
 
 
+def test_reset_parameters_restores_the_init():
+    gen = make()
+    randomise(gen)
+    gen.reset_parameters()
+    shared = gen.shared_generator
+    assert torch.count_nonzero(shared.weight) == 0
+    # the shared bias is re-drawn with nn.Linear's default init
+    assert 0 < shared.bias.abs().max() <= 1 / 16**0.5
+    for private in gen.private_generators:
+        assert not private.weight.any() and not private.bias.any()
+    for factors in (*gen.left_factors, *gen.right_factors):
+        for f in factors:  # Kaiming uniform: bound sqrt(6 / fan_in)
+            fan_in = f.shape[1] * f.shape[2]
+            assert 0 < f.abs().max() <= (6 / fan_in)**0.5
+
+
 def test_shapes_and_formula_against_explicit_loop():
     gen = make()
     randomise(gen)
@@ -154,7 +170,7 @@ def test_fast_paths_match_naive_reference_with_gradients(path):
 @pytest.mark.parametrize('kwargs', [{}, dict(use_shared=False),
                                     dict(use_private=False)])
 def test_merge_gives_unmerged_matrices_and_unmerge_restores(kwargs):
-    gen = make(**kwargs).double()
+    gen = make(**kwargs).double().eval()
     randomise(gen)
     q = torch.randn(2, 4, 16, dtype=torch.double)
     before = [gen(q, i) for i in range(3)]
@@ -185,14 +201,35 @@ def test_dense_state_dict_loads_into_the_unshared_generator():
             torch.testing.assert_close(a, b)
 
 
+def test_merged_weights_follow_the_module_and_are_not_saved():
+    gen = make().eval()
+    randomise(gen)
+    gen.merge()
+    assert 'merged_weight' not in gen.state_dict()
+    assert 'merged_bias' not in gen.state_dict()
+    gen.double()  # buffers move with the module, as parameters do
+    assert gen.merged_weight.dtype == gen.merged_bias.dtype == torch.double
+    q = torch.randn(1, 2, 16, dtype=torch.double)
+    assert gen(q, 0)[0].dtype == torch.double
+
+
 def test_merge_rejects_non_finite_and_loading_unmerges():
     gen = make()
     randomise(gen)
     state = {k: v.clone() for k, v in gen.state_dict().items()}
     gen.merge()
+    with pytest.raises(RuntimeError, match='unmerge'):
+        gen(torch.randn(1, 2, 16), 0)  # training mode
     gen.load_state_dict(state)
     assert not gen.merged  # merged weights of old parameters are stale
     with torch.no_grad():
         gen.right_factors[0][1].fill_(float('inf'))
     with pytest.raises(ValueError, match='not finite'):
         gen.merge()
+
+
+def test_defaults_are_the_papers_rank_and_one_factor():
+    gen = LORSAGenerator(16, [(16, 16), (32, 16)], num_groups=2,
+                         num_layers=3)
+    assert gen.rank == 16 and gen.num_factors == [1, 1, 1]
+    assert gen.shared_generator is not None and len(gen.private_generators)

@@ -35,7 +35,7 @@ def test_shapes_and_rank_of_residual():
 
 
 def test_merge_unmerge_with_nonzero_private_part():
-    layer = LORSTLinear(32, 16, num_layers=3, rank=4)
+    layer = LORSTLinear(32, 16, num_layers=3, rank=4).eval()
     randomise_private(layer)
     x = torch.randn(6, 32)
     before = [layer(x, i) for i in range(3)]
@@ -52,6 +52,16 @@ def test_merge_unmerge_with_nonzero_private_part():
         assert torch.equal(p, params[n])
     for i in range(3):
         torch.testing.assert_close(layer(x, i), before[i])
+
+
+def test_merged_stack_refuses_training_mode():
+    layer = LORSTLinear(8, 8, num_layers=2, rank=2)
+    layer.merge()
+    x = torch.randn(3, 8)
+    with pytest.raises(RuntimeError, match='unmerge'):
+        layer(x, 0)
+    layer.eval()
+    layer(x, 0)
 
 
 def test_merge_rejects_non_finite_weights():
@@ -151,3 +161,21 @@ def test_low_rank_forward_under_bfloat16_autocast():
     for g, r in zip(grads, ref_grads):
         assert g.dtype == torch.float32
         assert rel_err(g, r) < 0.05
+
+
+def test_defaults_are_the_papers_rank_and_one_group():
+    layer = LORSTLinear(32, 16, num_layers=3)
+    assert layer.ranks == [8] * 3 and layer.num_factors == [1] * 3
+    assert layer.shared_weight is not None and layer.private_A[0].numel()
+
+
+def test_input_gradient_with_a_frozen_shared_weight():
+    """Training only the private parts (``W_shared`` frozen, peft-style)
+    still passes the gradient on to the input."""
+    layer = LORSTLinear(12, 6, num_layers=2, rank=2).double()
+    randomise_private(layer)
+    layer.shared_weight.requires_grad_(False)
+    x = torch.randn(4, 12, dtype=torch.double, requires_grad=True)
+    w = torch.randn(4, 6, dtype=torch.double)
+    grad_x, = torch.autograd.grad((layer(x, 1) * w).sum(), x)
+    torch.testing.assert_close(grad_x, w @ layer.layer_weight(1))

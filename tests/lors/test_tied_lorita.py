@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from conftest import assert_xavier_uniform
 from lors_det.lors import LoRITaLinear, rank_for_energy, svd_truncate
 from lors_det.models.layers import FFN
 
@@ -13,6 +14,12 @@ def test_tied_ffn_halves_weights_and_grad_flows_from_both_uses():
                    if n.endswith('weight'))
 
     assert weights(tied) * 2 == weights(plain)
+    # init: Xavier W (same scale as the untied FFN's), zero biases
+    assert_xavier_uniform(tied.tied.weight)
+    assert not tied.tied.bias1.any() and not tied.tied.bias2.any()
+    with torch.no_grad():  # non-zero biases, so the formula checks them
+        tied.tied.bias1.normal_()
+        tied.tied.bias2.normal_()
     x = torch.randn(3, 16)
     W = tied.tied.weight
     up = torch.autograd.grad(
@@ -60,8 +67,11 @@ def test_rank_for_energy_and_errors():
     assert rank_for_energy(s, 1.0) == 3
     assert rank_for_energy(s, 9 / 14) == 1
     assert rank_for_energy(s, 0.7) == 2
-    with pytest.raises(ValueError, match='energy'):
-        rank_for_energy(s, 0)
+    # no zero singular value: the total is the last cumulative sum
+    assert rank_for_energy(torch.tensor([2.0, 1.0]), 0.9) == 2
+    for energy in (0, 1.5):
+        with pytest.raises(ValueError, match='energy'):
+            rank_for_energy(s, energy)
     with pytest.raises(ValueError, match='rank'):
         svd_truncate(torch.randn(4, 3), 4)
     with pytest.raises(ValueError, match='tied=True or lorita'):
@@ -76,3 +86,17 @@ def test_lorita_product_starts_with_xavier_variance(shape):
     var = layer.fold().detach().var().item()
     xavier = 2.0 / (fan_in + fan_out)
     assert abs(var / xavier - 1) < 0.1
+
+
+def test_lorita_bias_init_and_factor_chain_checks():
+    torch.manual_seed(0)
+    layer = LoRITaLinear(16, 8, num_factors=2)
+    bound = 1 / 16**0.5  # nn.Linear's default bias init
+    assert layer.bias.abs().max() <= bound
+    assert layer.bias.std() > bound / 4
+    assert layer.is_valid_chain([(8, 16)])  # one dense factor
+    assert layer.is_valid_chain([(3, 16), (8, 3)])
+    assert not layer.is_valid_chain([(3, 16), (8, 5)])  # inner sizes differ
+    assert not layer.is_valid_chain([(3, 12), (8, 3)])  # wrong input size
+    assert not layer.is_valid_chain([(3, 16), (7, 3)])  # wrong output size
+    assert not layer.is_valid_chain([])

@@ -2,31 +2,44 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from mmdet.structures.bbox import bbox_overlaps
 
+from conftest import assert_xavier_uniform
+from lors_det.models.layers import position_embedding, xyzr_to_xyxy
 from lors_det.models.roi_heads import AdaMixerDecoderStage
 
 
+def make_stage(**kwargs):
+    args = dict(num_classes=5, content_dim=32, num_heads=4,
+                feedforward_channels=64, in_points=16, num_groups=2)
+    args.update(kwargs)
+    return AdaMixerDecoderStage(**args)
+
+
 def test_stage_init_semantics():
-    stage = AdaMixerDecoderStage(num_classes=5, content_dim=32, num_heads=4,
-                                 feedforward_channels=64, in_points=16,
-                                 num_groups=2)
+    torch.manual_seed(0)
+    stage = make_stage()
     assert torch.count_nonzero(stage.fc_reg.weight) == 0
     assert torch.count_nonzero(stage.fc_reg.bias) == 0
     prior = -math.log((1 - 0.01) / 0.01)
     torch.testing.assert_close(stage.fc_cls.bias, torch.full((5, ), prior))
     assert ((stage.iof_tau >= 0) & (stage.iof_tau <= 4)).all()
+    assert stage.iof_tau.std() > 0.1  # drawn, not a constant
     gen = stage.sampling.sampling_offset_generator
     assert torch.count_nonzero(gen.weight) == 0
     assert (gen.bias.view(2, 16, 3)[..., 2] == -1).all()
-    # Xavier bound for the FFN's first linear
-    bound = math.sqrt(6 / (32 + 64))
-    assert stage.ffn.fc1.weight.abs().max() <= bound
+    # official init: Xavier-uniform for every other linear of the stage
+    special = {id(stage.fc_reg), id(gen)}
+    linears = [m for m in stage.modules()
+               if isinstance(m, nn.Linear) and id(m) not in special]
+    assert len(linears) == 6  # ffn x2, cls_fcs, reg_fcs, fc_cls, attn out
+    for m in linears:
+        assert_xavier_uniform(m.weight)
 
 
 def test_stage_forward_shapes_and_mixing_is_called():
-    stage = AdaMixerDecoderStage(num_classes=5, content_dim=32, num_heads=4,
-                                 feedforward_channels=64, in_points=4,
-                                 num_groups=2)
+    stage = make_stage(in_points=4)
     feats = [torch.randn(2, 32, 16, 16), torch.randn(2, 32, 8, 8)]
     xyzr = torch.tensor([[[32., 32., 5., 0.]]]).repeat(2, 7, 1)
     query = torch.randn(2, 7, 32)
@@ -43,14 +56,38 @@ def test_stage_forward_shapes_and_mixing_is_called():
     assert torch.count_nonzero(delta) == 0  # zero-initialised regressor
 
 
-def test_iof_bias_is_per_head():
-    stage = AdaMixerDecoderStage(num_classes=2, content_dim=16, num_heads=2,
-                                 feedforward_channels=16, in_points=4,
-                                 num_groups=2)
-    xyzr = torch.tensor([[[10., 10., 3., 0.], [40., 40., 3., 0.]]])
-    q = torch.randn(1, 2, 16)
-    out = stage.self_attention(q, xyzr)
+def reference_self_attention(stage, query, xyzr):
+    """Multi-head attention written out, head h adding
+    ``tau_h * log(IoF + 1e-7)`` to its logits (AdaMixer's formula)."""
+    B, N, C = query.shape
+    H = stage.attention.num_heads
+    boxes = xyzr_to_xyxy(xyzr)
+    log_iof = (bbox_overlaps(boxes, boxes, mode='iof') + 1e-7).log()
+    x = query + position_embedding(xyzr, C // 4)
+    q, k, v = F.linear(x, stage.attention.in_proj_weight,
+                       stage.attention.in_proj_bias).chunk(3, dim=-1)
+    q, k, v = (t.view(B, N, H, C // H).transpose(1, 2) for t in (q, k, v))
+    logits = q @ k.transpose(-1, -2) / math.sqrt(C // H)  # (B, H, N, N)
+    logits = logits + stage.iof_tau.view(1, H, 1, 1) * log_iof[:, None]
+    out = (logits.softmax(-1) @ v).transpose(1, 2).reshape(B, N, C)
+    return stage.attention_norm(x + stage.attention.out_proj(out))
+
+
+def test_iof_bias_scales_each_head_of_each_image():
+    """Distinct tau per head and distinct boxes per image: a bias applied to
+    the wrong head or image (mask layout (B * heads, N, N), batch-major)
+    gives a different output than the formula."""
+    torch.manual_seed(0)
+    stage = make_stage(num_heads=4).double()
     with torch.no_grad():
-        stage.iof_tau.fill_(0.0)
-    assert not torch.allclose(out, stage.self_attention(q, xyzr))
-    assert isinstance(stage.attention, nn.MultiheadAttention)
+        stage.iof_tau.copy_(torch.tensor([0.0, 1.0, 3.0, 8.0]))
+    xyzr = torch.tensor([[[10., 10., 3., 0.], [12., 11., 4., 0.5],
+                          [40., 40., 3., 0.]],
+                         [[20., 30., 5., 1.], [22., 30., 3., -1.],
+                          [60., 20., 4., 0.]]]).double()
+    q = torch.randn(2, 3, 32).double()
+    ref = reference_self_attention(stage, q, xyzr)
+    torch.testing.assert_close(stage.self_attention(q, xyzr), ref)
+    with torch.no_grad():
+        stage.iof_tau.copy_(stage.iof_tau.flip(0))
+    assert not torch.allclose(stage.self_attention(q, xyzr), ref)

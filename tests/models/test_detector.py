@@ -1,6 +1,11 @@
+import logging
+
+import pytest
 import torch
+from mmengine.logging import MMLogger
 
 from conftest import SYNTHETIC, build_model, load_config, make_batch
+from lors_det.lors import count_parameters
 
 
 def test_loss_keys_and_finite_values(tiny_model):
@@ -90,3 +95,36 @@ def test_lors_stages_share_one_mixing_and_start_equal():
     outs = [mixing(x, q, stage=i) for i in range(6)]
     for out in outs[1:]:
         torch.testing.assert_close(out, outs[0])
+
+
+def test_building_logs_shared_private_and_total_parameters():
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        model = build_model(SYNTHETIC['lors'])
+    finally:
+        logger.removeHandler(handler)
+    lines = [r.getMessage() for r in records if 'parameters' in r.getMessage()]
+    assert len(lines) == 1
+    decoder = count_parameters(model.decoder)
+    assert decoder['shared'] > 0 and decoder['private'] > 0
+    assert f'{count_parameters(model)["total"]:,} parameters' in lines[0]
+    for key in ('total', 'shared', 'private'):
+        assert f'{decoder[key]:,}' in lines[0]
+
+
+def test_neck_queries_and_decoder_must_agree():
+    from mmdet.registry import MODELS
+    for change, field in ((dict(neck=dict(out_channels=32)),
+                           'neck.out_channels=32'),
+                          (dict(query_generator=dict(content_dim=32)),
+                           'query_generator.content_dim=32'),
+                          (dict(decoder=dict(featmap_strides=[4, 8, 16])),
+                           'featmap_strides')):
+        cfg = load_config(SYNTHETIC['adamixer'])
+        cfg.merge_from_dict({f'model.{k}': v for k, v in change.items()})
+        with pytest.raises(ValueError, match=field):
+            MODELS.build(cfg.model)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -45,7 +46,6 @@ def test_sample_3d_reads_each_group_channels_at_the_point():
 
 def test_sampling_grid_init_covers_the_box():
     sampling = AdaptiveSampling(content_dim=8, in_points=16, num_groups=2)
-    sampling.init_weights()
     xyzr = xyxy_to_xyzr(torch.tensor([[[0., 0., 64., 64.]]]))
     offset = sampling.sampling_offset_generator(torch.randn(1, 1, 8))
     pts = make_sample_points(offset, xyzr, 32)
@@ -66,15 +66,71 @@ def test_mix_matches_reference_per_group():
     torch.testing.assert_close(out[b, n, g], ref)
 
 
-def test_adaptive_mixing_plain_and_lors_agree_at_init_shapes():
-    plain = AdaptiveMixing(32, 32, in_points=8, out_points=16, num_groups=2,
-                           num_stages=3)
+def randomise_lors(mixing):
+    """Non-zero private parts (at init they are zero and LORS == shared)."""
+    with torch.no_grad():
+        for name, p in mixing.named_parameters():
+            if 'private' in name or 'factors' in name:
+                p.normal_(std=0.1)
+
+
+def test_adaptive_mixing_lors_equals_plain_with_its_dense_weights():
+    """LORS mixing == AdaMixer's plain mixing given LORS's per-stage dense
+    weights (the private parts non-zero), for every stage: LORSA and LORST
+    only re-parametrise the plain stacks."""
+    torch.manual_seed(0)
+    args = dict(content_dim=32, feat_channels=32, in_points=8, out_points=16,
+                num_groups=2, num_stages=3)
+    plain = AdaptiveMixing(**args).double()
+    lors = AdaptiveMixing(**args, lorsa=dict(rank=4, num_factors=[1, 2, 3]),
+                          lorst=dict(rank=2)).double()
+    randomise_lors(lors)
+    with torch.no_grad():
+        lors.generator.shared_generator.weight.normal_(std=0.1)
+        for norm in lors.norms:
+            norm.weight.normal_()
+            norm.bias.normal_()
+    plain.generator.load_state_dict(lors.generator.dense_state_dict())
+    plain.out_proj.load_state_dict(lors.out_proj.dense_state_dict())
+    plain.norms.load_state_dict(lors.norms.state_dict())
+    x = torch.randn(2, 5, 2, 8, 16, dtype=torch.double)
+    q = torch.randn(2, 5, 32, dtype=torch.double)
+    outs = [lors(x, q, stage=i) for i in range(3)]
+    for i, out in enumerate(outs):
+        assert out.shape == (2, 5, 32)
+        torch.testing.assert_close(out, plain(x, q, stage=i))
+    assert not torch.allclose(outs[0], outs[2])  # the stages differ
+
+
+def test_lors_mixing_stages_agree_at_init():
     lors = AdaptiveMixing(32, 32, in_points=8, out_points=16, num_groups=2,
                           num_stages=3,
                           lorsa=dict(rank=4, num_factors=[1, 2, 3]),
                           lorst=dict(rank=2))
     x, q = torch.randn(2, 5, 2, 8, 16), torch.randn(2, 5, 32)
-    for m in (plain, lors):
-        assert m(x, q, stage=2).shape == (2, 5, 32)
-    # LORS: at init all stages give the same output
+    with torch.no_grad():
+        lors.generator.shared_generator.weight.normal_(std=0.1)
     torch.testing.assert_close(lors(x, q, 0), lors(x, q, 2))
+    randomise_lors(lors)
+    assert not torch.allclose(lors(x, q, 0), lors(x, q, 2))
+
+
+@pytest.mark.parametrize('kwargs, field', [
+    (dict(in_points=0), 'in_points'),
+    (dict(num_groups=-1), 'num_groups'),
+    (dict(content_dim=2.5), 'content_dim'),
+    (dict(in_points=True), 'in_points'),
+])
+def test_adaptive_sampling_bad_arguments_name_the_field(kwargs, field):
+    args = dict(content_dim=8, in_points=4, num_groups=2)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=field):
+        AdaptiveSampling(**args)
+
+
+def test_sample_3d_refuses_groups_that_do_not_divide():
+    feat = torch.randn(1, 6, 8, 8)
+    with pytest.raises(ValueError, match='points'):
+        sample_3d(torch.zeros(1, 1, 5, 3), [feat], [1], num_groups=2)
+    with pytest.raises(ValueError, match='channels'):
+        sample_3d(torch.zeros(1, 1, 8, 3), [feat], [1], num_groups=4)

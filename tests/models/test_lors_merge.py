@@ -1,13 +1,16 @@
-"""Merged LORS inference gives the unmerged outputs (with non-zero private
-parts), in the model, through the test-time switch and the converter."""
+"""Merging LORS is an explicit call on the detector: merged inference gives
+the unmerged outputs (with non-zero private parts), nothing merges behind
+the caller's back, training refuses merged weights, and the converter's
+deploy model computes the same."""
 import os.path as osp
 import subprocess
 import sys
 
+import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import REPO, SYNTHETIC, build_model, make_batch
+from conftest import REPO, SYNTHETIC, build_model, load_config, make_batch
 
 
 def randomised_lors_model():
@@ -20,22 +23,60 @@ def randomised_lors_model():
     return model
 
 
-def test_merge_switch_gives_same_detections_and_training_unmerges():
+def detections(model, inputs, samples):
+    with torch.no_grad():
+        results = model.predict(inputs, samples)
+    return [(r.pred_instances.bboxes.clone(), r.pred_instances.scores.clone(),
+             r.pred_instances.labels.clone()) for r in results]
+
+
+def assert_same_detections(a, b):
+    for (boxes_a, scores_a, labels_a), (boxes_b, scores_b, labels_b) in zip(
+            a, b):
+        torch.testing.assert_close(boxes_a, boxes_b)
+        torch.testing.assert_close(scores_a, scores_b)
+        assert torch.equal(labels_a, labels_b)
+
+
+def test_merge_lors_gives_the_same_detections_and_unmerge_restores():
     model = randomised_lors_model()
     inputs, samples = make_batch(num_images=2)
+    ref = detections(model, inputs, samples)
+    assert not model.lors_merged  # predict merges nothing by itself
+    stacks = [model.decoder.mixing.generator, model.decoder.mixing.out_proj]
+    model.merge_lors()
+    assert model.lors_merged and all(s.merged for s in stacks)
+    assert_same_detections(detections(model, inputs, samples), ref)
+    # the merged path is really used: changing the parameters under it does
+    # not change the detections until unmerged
     with torch.no_grad():
-        ref = model.predict(inputs, samples)
-        ref_boxes = [r.pred_instances.bboxes.clone() for r in ref]
-        model.decoder.test_cfg['merge_lors'] = True
-        merged = model.predict(inputs, samples)
-    assert model.decoder.mixing.out_proj.merged
-    assert model.decoder.mixing.generator.merged
-    for r, b in zip(merged, ref_boxes):
-        torch.testing.assert_close(r.pred_instances.bboxes, b)
+        model.decoder.mixing.out_proj.private_B[5].mul_(3.0)
+    assert_same_detections(detections(model, inputs, samples), ref)
+    model.unmerge_lors()
+    assert not model.lors_merged and not any(s.merged for s in stacks)
+    changed = detections(model, inputs, samples)
+    assert not torch.allclose(changed[0][1], ref[0][1])
+
+
+def test_training_refuses_merged_weights():
+    model = randomised_lors_model()
+    inputs, samples = make_batch(num_images=1, num_gts=(2, ))
+    model.merge_lors()
     model.train()
-    model.loss(inputs, samples)
-    assert not model.decoder.mixing.out_proj.merged
-    assert not model.decoder.mixing.generator.merged
+    with pytest.raises(RuntimeError, match='unmerge_lors'):
+        model.loss(inputs, samples)
+    model.unmerge_lors()
+    assert all(torch.isfinite(v) for v in model.loss(inputs, samples).values())
+
+
+def test_merge_lors_needs_lors_and_test_cfg_switch_is_gone():
+    with pytest.raises(ValueError, match='no LORS layer'):
+        build_model(SYNTHETIC['adamixer']).merge_lors()
+    cfg = load_config(SYNTHETIC['lors'])
+    cfg.model.test_cfg = dict(merge_lors=True)
+    from mmdet.registry import MODELS
+    with pytest.raises(TypeError, match=r'model.merge_lors\(\)'):
+        MODELS.build(cfg.model)
 
 
 def test_lors_merge_converter(tmp_path):

@@ -10,6 +10,9 @@ import torch
 from mmdet.models.detectors.base import BaseDetector
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
+from mmengine.logging import print_log
+
+from ...lors import MergeableStack, count_parameters
 
 
 @MODELS.register_module()
@@ -22,6 +25,10 @@ class AdaMixer(BaseDetector):
         decoder (dict): ``AdaMixerDecoder`` config.
         train_cfg (dict): passed to the decoder (``assigner``).
         test_cfg (dict): passed to the decoder (``max_per_img``).
+
+    LORS inference with dense per-stage weights is an explicit call,
+    :meth:`merge_lors` (after the weights are loaded), undone by
+    :meth:`unmerge_lors`; ``loss`` refuses a merged model.
     """
 
     def __init__(self, backbone: dict, neck: dict, query_generator: dict,
@@ -31,12 +38,18 @@ class AdaMixer(BaseDetector):
                  init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor,
                          init_cfg=init_cfg)
+        if 'merge_lors' in (test_cfg or {}):
+            raise TypeError(
+                'model.test_cfg.merge_lors is no longer an option: merging '
+                'LORS is explicit, call model.merge_lors() once the weights '
+                'are loaded (tools/test.py --merge-lors does)')
         self.backbone = MODELS.build(backbone)
         self.neck = MODELS.build(neck)
         self.query_generator = MODELS.build(query_generator)
         self.decoder = MODELS.build(
             dict(decoder, train_cfg=train_cfg, test_cfg=test_cfg))
         self._check_consistency()
+        self._log_parameter_counts()
 
     def _check_consistency(self) -> None:
         """Neck, queries and decoder must agree on C and the levels."""
@@ -55,9 +68,54 @@ class AdaMixer(BaseDetector):
                 f'decoder.featmap_strides={strides} has {len(strides)} '
                 f'entries but the neck outputs {levels} levels')
 
+    def _log_parameter_counts(self) -> None:
+        """LORS's headline numbers: parameters shared by the decoder
+        stages, private to one stage, and the total."""
+        model, decoder = count_parameters(self), count_parameters(
+            self.decoder)
+        print_log(
+            f'{type(self).__name__}: {model["total"]:,} parameters, decoder '
+            f'{decoder["total"]:,} (shared across stages '
+            f'{decoder["shared"]:,}, private to a stage '
+            f'{decoder["private"]:,}, other {decoder["other"]:,})',
+            logger='current')
+
     @property
     def num_queries(self) -> int:
         return self.query_generator.num_queries
+
+    def _lors_stacks(self) -> List[MergeableStack]:
+        return [m for m in self.modules() if isinstance(m, MergeableStack)]
+
+    @property
+    def lors_merged(self) -> bool:
+        """Whether :meth:`merge_lors` is in effect."""
+        return any(m.merged for m in self._lors_stacks())
+
+    def merge_lors(self) -> None:
+        """Fold every LORS stack (LORSA generator, LORST output linear)
+        into dense per-stage weights, for inference: same outputs at
+        AdaMixer's cost per stage. Call it after loading the weights (loading
+        a state dict unmerges); the parameters are kept, so
+        :meth:`unmerge_lors` restores the LORS computation.
+
+        Raises:
+            ValueError: the model has no LORS stack, or the merged weights
+                are not finite.
+        """
+        stacks = self._lors_stacks()
+        if not stacks:
+            raise ValueError(
+                'merge_lors: the model has no LORS layer (decoder.mixing.'
+                'lorsa and decoder.mixing.lorst are not set); nothing to '
+                'merge')
+        for stack in stacks:
+            stack.merge()
+
+    def unmerge_lors(self) -> None:
+        """Drop the dense weights of :meth:`merge_lors` (no-op if none)."""
+        for stack in self._lors_stacks():
+            stack.unmerge()
 
     def extract_feat(self, batch_inputs: torch.Tensor) -> Tuple[torch.Tensor]:
         """(B, 3, H, W) images -> L neck maps (B, C, H_l, W_l)."""
@@ -69,6 +127,11 @@ class AdaMixer(BaseDetector):
     def loss(self, batch_inputs: torch.Tensor,
              batch_data_samples: SampleList) -> dict:
         """Losses of all decoder stages (``s{i}.loss_*``)."""
+        if self.lors_merged:
+            raise RuntimeError(
+                'loss() on a model with merged LORS weights: they are an '
+                'inference copy that training would leave stale; call '
+                'unmerge_lors() before training')
         features = self.extract_feat(batch_inputs)
         xyzr, query = self._queries(batch_data_samples)
         return self.decoder.loss(features, xyzr, query, batch_data_samples)

@@ -1,3 +1,4 @@
+# Modified from MCG-NJU/AdaMixer, bbox_heads/adaptive_mixing_operator.py
 """AdaMixer's adaptive mixing of sampled features, for all decoder stages.
 
 Per query q, stage i and sampling group g (c = C / G channels per group)::
@@ -25,8 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.registry import MODELS
 
-from ...lors import (LORSAGenerator, LORSTLinear, MergeableStack,
-                     StackedGenerator, StackedLinear)
+from ...lors import (LORSAGenerator, LORSTLinear, StackedGenerator,
+                     StackedLinear, autocast_dtype)
 from ...lors.checks import config_block
 
 
@@ -39,20 +40,23 @@ def mix(x: torch.Tensor, M: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
         S (Tensor): (B, N, G, P_out, P_in) spatial mixing matrices.
 
     Returns:
-        Tensor: (B, N, G, P_out, c), float32.
+        Tensor: (B, N, G, P_out, c), in the inputs' dtype; float32 under
+        autocast.
 
     Under autocast (``--amp``) the mixing runs in float32: the per-query
     matrices are unnormalised generator outputs and each product sums over
     up to 128 terms before the LayerNorm, so half precision risks overflow
     and loses the small private low-rank terms; the generator matmuls (the
-    bulk of the FLOPs) still run in half precision.
+    bulk of the FLOPs) still run in half precision. Without autocast nothing
+    is cast (a float64 model mixes in float64).
     """
+    if autocast_dtype(x.device.type) is None:
+        return _mix(x, M, S)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        return _mix_fp32(x.float(), M.float(), S.float())
+        return _mix(x.float(), M.float(), S.float())
 
 
-def _mix_fp32(x: torch.Tensor, M: torch.Tensor,
-              S: torch.Tensor) -> torch.Tensor:
+def _mix(x: torch.Tensor, M: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
     out = x @ M
     out = F.relu(F.layer_norm(out, out.shape[-2:]), inplace=True)
     out = S @ out
@@ -116,27 +120,6 @@ class AdaptiveMixing(nn.Module):
                                             **lorst)
         self.norms = nn.ModuleList(
             nn.LayerNorm(content_dim) for _ in range(num_stages))
-
-    def _lors_parts(self):
-        return [m for m in (self.generator, self.out_proj)
-                if isinstance(m, MergeableStack)]
-
-    @property
-    def mergeable(self) -> bool:
-        """True when the generator (LORSA) or output linear (LORST) is LORS."""
-        return bool(self._lors_parts())
-
-    def merge(self) -> None:
-        """Fold LORSA and LORST into dense per-stage weights (inference
-        only): the merged module computes what AdaMixer's unshared stages
-        compute, with the same outputs."""
-        for module in self._lors_parts():
-            if not module.merged:
-                module.merge()
-
-    def unmerge(self) -> None:
-        for module in self._lors_parts():
-            module.unmerge()
 
     def forward(self, x: torch.Tensor, query: torch.Tensor,
                 stage: int) -> torch.Tensor:

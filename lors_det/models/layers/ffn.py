@@ -15,10 +15,12 @@ class FFN(nn.Module):
     Args:
         embed_dims (int): C.
         feedforward_channels (int): hidden size (2048 in AdaMixer).
-        tied (bool): share one matrix as fc1 and fc2^T (seed 003); the
-            parameters are then ``tied.weight``, ``tied.bias1/2``.
-        lorita (dict, optional): train fc1 and fc2 as LoRITa products,
-            e.g. ``dict(num_factors=3)`` (seed 004).
+        tied (bool): share one matrix as fc1 and fc2^T (Koyun & Töreyin,
+            "Do deep neural networks utilize the weight space
+            efficiently?"); the parameters are then ``tied.weight``,
+            ``tied.bias1/2``.
+        lorita (dict, optional): train fc1 and fc2 as LoRITa products
+            (arXiv 2405.03089), e.g. ``dict(num_factors=3)``.
     """
 
     def __init__(self, embed_dims: int = 256, feedforward_channels: int = 2048,

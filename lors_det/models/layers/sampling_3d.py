@@ -1,3 +1,4 @@
+# Modified from MCG-NJU/AdaMixer, bbox_heads/sampling_3d_operator.py
 """AdaMixer's adaptive 3D feature sampling.
 
 Each query generates, per sampling group g and point p, an offset
@@ -13,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ...lors.checks import check_positive
 from .xyzr import xyzr_to_xyxy
 
 
@@ -58,9 +60,13 @@ def sample_3d(points: torch.Tensor, features: Sequence[torch.Tensor],
         Tensor: (B, N, G, P, C // G) sampled features.
     """
     B, N, GP, _ = points.shape
-    G, P = num_groups, GP // num_groups
     C = features[0].size(1)
-    c = C // G
+    G = num_groups
+    if GP % G or C % G:
+        raise ValueError(
+            f'sample_3d: num_groups={G} must divide the number of points '
+            f'({GP}) and the feature channels ({C})')
+    P, c = GP // G, C // G
     weights = level_weights(points[..., 2], strides)  # (B, N, G*P, L)
     # (B*G, N, P, ·): grid_sample treats each group as its own image
     xy = points[..., :2].view(B, N, G, P, 2).transpose(1, 2).flatten(0, 1)
@@ -89,16 +95,18 @@ class AdaptiveSampling(nn.Module):
     The offset generator ``Linear(C, G*P_in*3)`` starts with zero weight and
     a bias that places the points on a regular sqrt(P)xsqrt(P) grid over the
     box when P_in is a perfect square (else uniform in [-0.5, 0.5]), with
-    dz = -1 (official init).
+    dz = -1 (official init; :meth:`init_weights`, run at construction).
     """
 
     def __init__(self, content_dim: int = 256, in_points: int = 32,
                  num_groups: int = 4):
         super().__init__()
-        self.in_points = in_points
-        self.num_groups = num_groups
+        check_positive('content_dim', content_dim)
+        self.in_points = check_positive('in_points', in_points)
+        self.num_groups = check_positive('num_groups', num_groups)
         self.sampling_offset_generator = nn.Linear(
             content_dim, num_groups * in_points * 3)
+        self.init_weights()
 
     @torch.no_grad()
     def init_weights(self) -> None:

@@ -1,3 +1,4 @@
+# Modified from MCG-NJU/AdaMixer, bbox_heads/adamixer_decoder_stage.py
 """AdaMixer's ``xyzr`` query boxes.
 
 A box is (x, y, z, r): centre x, y in image pixels, scale

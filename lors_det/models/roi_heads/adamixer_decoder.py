@@ -14,8 +14,8 @@ from mmdet.structures import SampleList
 from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 
-from ...lors.checks import (check_bool, check_keys, check_number,
-                            check_positive, config_block)
+from ...lors.checks import (check_keys, check_number, check_positive,
+                            config_block)
 from ..layers import AdaptiveMixing, refine_xyzr, xyzr_to_xyxy
 from .adamixer_decoder_stage import AdaMixerDecoderStage
 from .non_finite import check_finite_predictions
@@ -29,7 +29,7 @@ STAGE_KEYS = ('num_heads', 'feedforward_channels', 'num_cls_fcs',
               'num_reg_fcs', 'ffn')
 MIXING_KEYS = ('lorsa', 'lorst', 'out_proj_lorita')
 TRAIN_CFG_KEYS = ('assigner', )
-TEST_CFG_KEYS = ('max_per_img', 'merge_lors')
+TEST_CFG_KEYS = ('max_per_img', )
 
 
 @MODELS.register_module()
@@ -52,10 +52,7 @@ class AdaMixerDecoder(BaseModule):
             ``lorst``, ``out_proj_lorita`` (None everywhere: AdaMixer).
         loss_cls, loss_bbox, loss_iou (dict): loss configs.
         train_cfg (dict): ``assigner`` config.
-        test_cfg (dict): ``max_per_img`` (default: number of queries) and
-            ``merge_lors`` (fold LORSA and LORST into dense per-stage
-            weights before inference: same outputs at AdaMixer's cost per
-            stage; undone by training).
+        test_cfg (dict): ``max_per_img`` (default: number of queries).
 
     Parameter names: ``stages.{i}.*`` (per stage), ``mixing.*`` (the
     stack of mixings, shared parts owned once here).
@@ -102,8 +99,6 @@ class AdaMixerDecoder(BaseModule):
         if 'max_per_img' in test_cfg:
             check_positive('model.test_cfg.max_per_img',
                            test_cfg['max_per_img'])
-        if 'merge_lors' in test_cfg:
-            check_bool('model.test_cfg.merge_lors', test_cfg['merge_lors'])
         self.num_stages = num_stages
         self.content_dim = content_dim
         self.stage_loss_weights = weights
@@ -165,7 +160,6 @@ class AdaMixerDecoder(BaseModule):
                 (which would fail on them naming nothing); it names the
                 first such stage.
         """
-        self.mixing.unmerge()  # merged weights would go stale while training
         outputs = self.forward(features, xyzr, query)
         check_finite_predictions(outputs)
         losses = {}
@@ -185,8 +179,6 @@ class AdaMixerDecoder(BaseModule):
             pixels when ``rescale``, ``scores`` (k,), ``labels`` (k,), with
             k = ``test_cfg.max_per_img`` (default: all N queries).
         """
-        if self.test_cfg.get('merge_lors', False):
-            self.mixing.merge()
         cls_score, boxes = self.forward(features, xyzr, query)[-1]
         B, N, K = cls_score.shape
         scores = cls_score.sigmoid().flatten(1)  # (B, N * K)

@@ -12,20 +12,12 @@ from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox_overlaps
 from mmengine.model.weight_init import bias_init_with_prob
 
+from ...lors import autocast_dtype
 from ...lors.checks import (check_keys, check_non_negative, check_positive,
                             config_block)
 from ..layers import FFN, AdaptiveSampling, position_embedding, xyzr_to_xyxy
 
 Mixing = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def _autocast_dtype(x: torch.Tensor):
-    """The dtype autocast computes linears in for ``x``'s device, or None."""
-    if x.is_cuda and torch.is_autocast_enabled():
-        return torch.get_autocast_gpu_dtype()
-    if not x.is_cuda and torch.is_autocast_cpu_enabled():
-        return torch.get_autocast_cpu_dtype()
-    return None
 
 
 def _branch(dim: int, num_fcs: int) -> nn.Sequential:
@@ -97,7 +89,7 @@ class AdaMixerDecoderStage(nn.Module):
         nn.init.zeros_(self.fc_reg.weight)
         nn.init.zeros_(self.fc_reg.bias)
         nn.init.uniform_(self.iof_tau, 0.0, 4.0)
-        self.sampling.init_weights()
+        self.sampling.init_weights()  # the loop above reset it to Xavier
 
     def self_attention(self, query: torch.Tensor,
                        xyzr: torch.Tensor) -> torch.Tensor:
@@ -116,7 +108,8 @@ class AdaMixerDecoderStage(nn.Module):
         bias = log_iof[:, None] * self.iof_tau.view(1, -1, 1, 1)
         bias = bias.flatten(0, 1)  # (B * heads, N, N), batch-major
         x = query + pe
-        bias = bias.to(_autocast_dtype(x) or x.dtype)  # mask dtype = q dtype
+        # the mask must have the dtype attention computes q in
+        bias = bias.to(autocast_dtype(x.device.type) or x.dtype)
         attn, _ = self.attention(x, x, x, attn_mask=bias, need_weights=False)
         return self.attention_norm(x + attn)
 

@@ -1,3 +1,4 @@
+# Modified from MCG-NJU/AdaMixer, bbox_heads/adamixer_decoder_stage.py (loss)
 """Set-prediction loss of one decoder stage: Hungarian matching, then focal,
 L1 and GIoU losses on the matched pairs (AdaMixer's recipe)."""
 from typing import Dict, List
@@ -58,8 +59,9 @@ class SetCriterion(nn.Module):
             boxes (Tensor): (B, N, 4) xyxy boxes in pixels.
             batch_data_samples (list[DetDataSample]): with ``gt_instances``.
         """
-        # losses and matching in float32, also under autocast
-        cls_score, boxes = cls_score.float(), boxes.float()
+        # losses and matching in float32 under autocast (float64 stays)
+        dtype = torch.promote_types(cls_score.dtype, torch.float32)
+        cls_score, boxes = cls_score.to(dtype), boxes.to(dtype)
         B, N, K = cls_score.shape
         labels = cls_score.new_full((B, N), self.num_classes, dtype=torch.long)
         pred_pos, gt_pos, whwh_pos = [], [], []

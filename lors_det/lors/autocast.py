@@ -1,0 +1,15 @@
+"""The one question the LORS layers ask about mixed precision."""
+from typing import Optional
+
+import torch
+
+
+def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The dtype autocast runs matmuls in on ``device_type`` ('cpu' or
+    'cuda'), or None when autocast is off there (then tensors keep their own
+    dtype: a float64 model computes in float64)."""
+    if device_type == 'cuda' and torch.is_autocast_enabled():
+        return torch.get_autocast_gpu_dtype()
+    if device_type == 'cpu' and torch.is_autocast_cpu_enabled():
+        return torch.get_autocast_cpu_dtype()
+    return None
