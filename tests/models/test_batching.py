@@ -51,17 +51,17 @@ def test_predict_batch_equals_one_image_at_a_time():
     model = trained_like('lors').eval()
     inputs, samples = padded_batch()
     with torch.no_grad():
-        batch = model.predict(inputs, samples)
+        # predict() stores into the samples it is given: read it at once
+        batch = [r.pred_instances.clone()
+                 for r in model.predict(inputs, samples)]
         single = [model.predict(inputs[i:i + 1], [samples[i]])[0]
-                  for i in range(len(samples))]
+                  .pred_instances.clone() for i in range(len(samples))]
     for b, s in zip(batch, single):
-        b, s = b.pred_instances, s.pred_instances
         torch.testing.assert_close(b.bboxes, s.bboxes)
         torch.testing.assert_close(b.scores, s.scores)
         assert torch.equal(b.labels, s.labels)
     # the two images really differ (sizes, content)
-    assert not torch.allclose(batch[0].pred_instances.bboxes,
-                              batch[1].pred_instances.bboxes)
+    assert not torch.allclose(batch[0].bboxes, batch[1].bboxes)
 
 
 def test_loss_batch_equals_images_weighted_by_their_objects():
