@@ -2,6 +2,7 @@
 from .dense_heads import InitialQueryGenerator
 from .detectors import AdaMixer
 from .layers import FFN, AdaptiveMixing, AdaptiveSampling
+from .lors_wrapper import LORSWrapper
 from .necks import ChannelMapping
 from .roi_heads import (AdaMixerDecoder, AdaMixerDecoderStage,
                         NonFinitePredictionError)
@@ -9,5 +10,5 @@ from .roi_heads import (AdaMixerDecoder, AdaMixerDecoderStage,
 __all__ = [
     'AdaMixer', 'AdaMixerDecoder', 'AdaMixerDecoderStage', 'AdaptiveMixing',
     'AdaptiveSampling', 'ChannelMapping', 'FFN', 'InitialQueryGenerator',
-    'NonFinitePredictionError'
+    'LORSWrapper', 'NonFinitePredictionError'
 ]
