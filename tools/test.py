@@ -77,8 +77,8 @@ def parse_args():
         '--merge-lors',
         action='store_true',
         help='fold LORSA and LORST into dense per-stage weights before '
-        'inference (same outputs, AdaMixer\'s cost per stage); sets '
-        'model.test_cfg.merge_lors')
+        'inference (same outputs, AdaMixer\'s cost per stage): '
+        'model.merge_lors() after the weights are loaded')
     # torch>=2.0's launcher passes `--local-rank`, older ones `--local_rank`.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
@@ -126,8 +126,6 @@ def main():
                                 osp.splitext(osp.basename(args.config))[0])
 
     cfg.load_from = args.checkpoint
-    if args.merge_lors:
-        cfg.model.setdefault('test_cfg', {})['merge_lors'] = True
 
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
@@ -184,6 +182,16 @@ def main():
         except CheckpointError as e:
             sys.exit(f'error: {e}')
         del checkpoint
+    if args.merge_lors:
+        # load now, then merge; runner.test() does not load again
+        runner.load_checkpoint(args.checkpoint, map_location='cpu')
+        model = runner.model
+        while hasattr(model, 'module'):  # DDP / TTA wrappers
+            model = model.module
+        try:
+            model.merge_lors()
+        except (AttributeError, ValueError) as e:
+            sys.exit(f'error: --merge-lors: {e}')
 
     # add `DumpResults` dummy metric
     if args.out is not None:

@@ -240,6 +240,21 @@ def test_train_then_test(train_config, trained, tmp_path):
     assert len(results) == NUM_VAL_IMAGES
     assert {'img_id', 'pred_instances'} <= set(results[0])
 
+    # --merge-lors: model.merge_lors() after loading, the same detections
+    merged_pkl = str(tmp_path / 'merged.pkl')
+    proc = _run([
+        sys.executable, TEST, train_config, ckpt_path, '--work-dir',
+        str(tmp_path / 'test_merged'), '--out', merged_pkl, '--merge-lors'
+    ])
+    with open(merged_pkl, 'rb') as f:
+        merged = pickle.load(f)
+    assert [r['img_id'] for r in merged] == [r['img_id'] for r in results]
+    for a, b in zip(results, merged):
+        for key in ('bboxes', 'scores', 'labels'):
+            torch.testing.assert_close(b['pred_instances'][key],
+                                       a['pred_instances'][key],
+                                       rtol=1e-4, atol=1e-3)
+
 
 def test_resume_auto(train_config, trained, tmp_path):
     """Resume from the mid-run checkpoint == the uninterrupted run."""

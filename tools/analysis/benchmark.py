@@ -10,7 +10,10 @@ channels), the config's queries and random ground truth (10 boxes per
 image), so no backbone or data is needed. Phases: ``forward`` (training
 mode, with autograd), ``train`` (loss + backward + grad clip + AdamW step)
 and ``infer`` (eval, no grad, top-k post-processing). ``:merged`` after a
-config folds LORST into dense per-stage weights for ``infer``.
+config runs ``infer`` after ``model.merge_lors()`` (LORSA and LORST folded
+into dense per-stage weights: the same ops as AdaMixer, so its ratio to the
+matching AdaMixer config is a check of the machine's noise, not a
+speed-up).
 
 Each config runs in its own subprocess so peak memory is its own: CUDA
 ``max_memory_allocated``; CPU the growth of the resident set's high-water
@@ -139,7 +142,6 @@ def measure(spec, args):
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).to(device)
     decoder = model.decoder
-    decoder.test_cfg['merge_lors'] = merged
     gen = torch.Generator(device=device).manual_seed(0)
     feats, samples, images = random_batch(model, args.batch, args.shape,
                                           args.num_gts, device, gen)
@@ -174,6 +176,8 @@ def measure(spec, args):
         lambda: train_step(decoder, optim, lambda: decoder.loss(
             feats, xyzr, query, samples)), device, args.warmup, args.repeats)
     decoder.eval()
+    if merged:
+        model.merge_lors()
     res['infer'] = timed(infer, device, args.warmup, args.repeats)
     counts = count_parameters(decoder)
     res['decoder_params'] = counts['total']
@@ -183,6 +187,7 @@ def measure(spec, args):
         t.numel() * t.element_size() for st in optim.state.values()
         for t in st.values() if torch.is_tensor(t)) / 2**20
     if args.whole_model:
+        model.unmerge_lors()  # training needs the LORS computation
         model.train()
         whole_optim = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad], lr=1e-5)
@@ -191,6 +196,8 @@ def measure(spec, args):
                                lambda: model.loss(images, samples)),
             device, 1, max(1, args.repeats // 2))
         model.eval()
+        if merged:
+            model.merge_lors()  # from the weights just trained
 
         def model_infer():
             with torch.no_grad(), amp:
