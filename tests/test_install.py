@@ -8,7 +8,7 @@ import mmdet
 import mmengine
 import torch
 
-from conftest import REPO
+from builders import REPO
 
 INSTALL = os.path.join(REPO, 'tools', 'misc', 'install.sh')
 WHEEL = 'mmcv-2.1.0-cp311-cp311-linux_x86_64.whl'

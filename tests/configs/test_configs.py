@@ -5,7 +5,7 @@ import pytest
 import torch
 from mmdet.registry import MODELS
 
-from conftest import REPO, load_config
+from builders import REPO, load_config
 
 CONFIG_DIR = os.path.join(REPO, 'configs')
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import assert_xavier_uniform
+from builders import assert_xavier_uniform
 from lors_det.lors import (LoRITaLinear, StackedGenerator, StackedLinear,
                            make_linear)
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from conftest import assert_xavier_uniform
+from builders import assert_xavier_uniform
 from lors_det.lors import LoRITaLinear, rank_for_energy, svd_truncate
 from lors_det.models.layers import FFN
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import REPO, SYNTHETIC, build_model, load_config, make_batch
+from builders import REPO, SYNTHETIC, build_model, load_config, make_batch
 
 
 def randomised_lors_model():

@@ -10,7 +10,7 @@ from mmdet.registry import MODELS
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
-from conftest import REPO, assert_xavier_uniform, load_config, make_batch
+from builders import REPO, assert_xavier_uniform, load_config, make_batch
 from lors_det.lors import count_parameters
 from lors_det.lors.share import SharedLayers
 

@@ -18,7 +18,7 @@ import os.path as osp
 import pytest
 import torch
 import torch.nn as nn
-from conftest import SYNTHETIC, build_model, make_batch
+from builders import SYNTHETIC, build_model, make_batch
 from mmdet.registry import MODELS
 from mmengine.config import Config
 from mmengine.hooks import Hook

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, SYNTHETIC, build_model
+from builders import REPO, SYNTHETIC, build_model
 from lors_det.lors import count_parameters
 
 TOOL = osp.join(REPO, 'tools', 'analysis', 'benchmark.py')

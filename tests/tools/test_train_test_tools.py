@@ -409,7 +409,7 @@ def test_missing_checkpoint(train_config, tmp_path):
 def test_resume_from_another_architecture_is_refused(train_config, tmp_path):
     """``--resume`` with an AdaMixer checkpoint into the AdaMixer+LORS config
     stops before training, naming the file, instead of loading part of it."""
-    from conftest import SYNTHETIC, build_model
+    from builders import SYNTHETIC, build_model
     ckpt = tmp_path / 'adamixer.pth'
     torch.save(dict(state_dict=build_model(SYNTHETIC['adamixer'])
                     .state_dict(), meta=dict(epoch=1, iter=2)), ckpt)
