@@ -70,3 +70,29 @@ def test_config_builds(path):
         assert decoder.mixing.generator.rank == 16
         assert decoder.mixing.generator.num_factors == [1, 1, 2, 2, 3, 3]
         assert decoder.mixing.out_proj.ranks == [8] * 6
+
+
+def test_coco_recipe_losses_and_matching_costs():
+    """AdaMixer's recipe (focal 2.0 with gamma 2 / alpha 0.25, L1 5.0,
+    GIoU 2.0; Hungarian costs 2 / 5 / 2 in xyxy), set once as the decoder's
+    defaults, is what the COCO configs build; and the stage ablations get
+    one loss weight per stage without restating them."""
+    cfg = load_config('configs/lors/adamixer-lors_r50_8xb2-1x_coco.py')
+    cfg.model.backbone.init_cfg = None
+    crit = MODELS.build(cfg.model).decoder.criterion
+    assert (crit.loss_cls.gamma, crit.loss_cls.alpha,
+            crit.loss_cls.loss_weight) == (2.0, 0.25, 2.0)
+    assert crit.loss_cls.use_sigmoid
+    assert crit.loss_bbox.loss_weight == 5.0
+    assert crit.loss_iou.loss_weight == 2.0
+    costs = crit.assigner.match_costs
+    assert [(type(c).__name__, c.weight) for c in costs] == [
+        ('FocalLossCost', 2.0), ('BBoxL1Cost', 5.0), ('IoUCost', 2.0)]
+    assert costs[1].box_format == 'xyxy' and costs[2].iou_mode == 'giou'
+    for n in (4, 8):
+        ablation = load_config(f'configs/lors/ablations/adamixer-lors-'
+                               f'{n}stages_r50_8xb2-1x_coco.py')
+        assert 'stage_loss_weights' not in ablation.model.decoder
+        ablation.model.backbone.init_cfg = None
+        decoder = MODELS.build(ablation.model).decoder
+        assert decoder.stage_loss_weights == [1.0] * n

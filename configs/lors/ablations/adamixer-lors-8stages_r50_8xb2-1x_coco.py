@@ -4,5 +4,4 @@ _base_ = '../adamixer-lors_r50_8xb2-1x_coco.py'
 model = dict(
     decoder=dict(
         num_stages=8,
-        stage_loss_weights=[1.0] * 8,
         mixing=dict(lorsa=dict(num_factors=[1, 1, 2, 2, 3, 3, 4, 4]))))
