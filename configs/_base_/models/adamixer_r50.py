@@ -42,9 +42,10 @@ model = dict(
             num_cls_fcs=1,
             num_reg_fcs=1),
         mixing=dict(),  # plain AdaMixer mixing (LORS configs add lorsa/lorst)
-        # losses (focal 2.0, L1 5.0, GIoU 2.0) and the Hungarian assigner
-        # with the same cost weights are AdaMixerDecoder's defaults, set
-        # once there; override them here as loss_cls=..., and
-        # train_cfg=dict(assigner=...) on the model
+        # losses (focal 2.0, L1 5.0, GIoU 2.0) are AdaMixerDecoder's
+        # defaults, set once there; override them here (loss_cls=...)
     ),
+    # assigner: AdaMixerDecoder's default Hungarian matching with the same
+    # cost weights; override with train_cfg=dict(assigner=...)
+    train_cfg=dict(),
     test_cfg=dict())
