@@ -1,5 +1,5 @@
-# LoRITa (seed 004) on the synthetic data: FFN and mixing output linears as
-# products of 3 linear maps.
+# LoRITa (arXiv 2405.03089) on the synthetic data: FFN and mixing output
+# linears as products of 3 linear maps.
 _base_ = './adamixer_tiny_synthetic.py'
 model = dict(
     decoder=dict(
