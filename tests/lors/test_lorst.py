@@ -179,3 +179,13 @@ def test_input_gradient_with_a_frozen_shared_weight():
     w = torch.randn(4, 6, dtype=torch.double)
     grad_x, = torch.autograd.grad((layer(x, 1) * w).sum(), x)
     torch.testing.assert_close(grad_x, w @ layer.layer_weight(1))
+
+
+def test_rank_one_layer_keeps_its_private_part():
+    layer = LORSTLinear(10, 6, num_layers=2, rank=1)
+    randomise_private(layer)
+    x = torch.randn(3, 10)
+    ref = torch.nn.functional.linear(x, layer.layer_weight(1),
+                                     layer.private_bias[1])
+    torch.testing.assert_close(layer(x, 1), ref)
+    assert not torch.allclose(layer(x, 1), layer(x, 0))

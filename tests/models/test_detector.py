@@ -30,8 +30,8 @@ def test_empty_ground_truth_gives_zero_box_loss(tiny_model):
 def test_predictions_are_in_original_image_coordinates(tiny_model):
     tiny_model.eval()
     inputs, samples = make_batch(size=64)
-    with torch.no_grad():
-        results = tiny_model.predict(inputs, samples, rescale=True)
+    with torch.no_grad():  # rescale=True is the default (mmengine's call)
+        results = tiny_model.predict(inputs, samples)
     n = tiny_model.num_queries
     for r in results:
         pred = r.pred_instances
