@@ -13,6 +13,11 @@ SYNTHETIC = {
     'adamixer': 'configs/synthetic/adamixer_tiny_synthetic.py',
     'lors': 'configs/synthetic/adamixer-lors_tiny_synthetic.py',
 }
+ADAMIXER_CFG = os.path.join(REPO, SYNTHETIC['adamixer'])
+LORS_CFG = os.path.join(REPO, SYNTHETIC['lors'])
+# the tiny tool runs: iterations, checkpoint interval
+MAX_ITERS = 4
+CKPT_INTERVAL = 2
 
 
 def load_config(rel_path: str) -> Config:
@@ -57,3 +62,89 @@ def assert_xavier_uniform(weight: torch.Tensor) -> None:
     assert weight.abs().max() <= bound
     std = weight.detach().double().std().item()
     assert abs(std / (bound / math.sqrt(3.0)) - 1) < 0.1, (std, bound)
+
+
+# The shipped synthetic config, shrunk for a CPU test (64 px images,
+# ResNet-18 with 16 base channels, 2 decoder stages, 10 queries), trained
+# iteration-based with a deterministic data order (seeded InfiniteSampler, no
+# random flip), a checkpoint every CKPT_INTERVAL iterations and the loss of
+# every iteration logged (window 1). Everything else, including the dataset
+# type (CheckedCocoDataset) and the checkpoint hook (AtomicCheckpointHook),
+# comes from the shipped config.
+TINY_CFG = """
+_base_ = [{base!r}]
+data_root = {data_root!r}
+img_scale = (64, 64)
+model = dict(
+    backbone=dict(base_channels=16),
+    neck=dict(in_channels=[16, 32, 64, 128]),
+    query_generator=dict(num_queries=10),
+    decoder=dict(num_stages=2{mixing}))
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='PackDetInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                    'scale_factor'))
+]
+train_dataloader = dict(
+    batch_size=2,
+    num_workers=0,
+    persistent_workers=False,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    batch_sampler=None,
+    dataset=dict(data_root=data_root, pipeline=train_pipeline))
+test_dataloader = dict(
+    batch_size=2, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root, pipeline=test_pipeline))
+test_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
+{validation}
+# the shipped schedule's shape: MultiStepLR pickles a Counter, which the
+# safe checkpoint loader must accept
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=100),
+    dict(type='MultiStepLR', by_epoch=False, milestones=[1000], gamma=0.1)
+]
+default_hooks = dict(
+    logger=dict(interval=1),
+    checkpoint=dict(interval={ckpt_interval}, by_epoch=False))
+log_processor = dict(by_epoch=False, window_size=1)
+randomness = dict(seed=0, deterministic=True)
+"""
+LORS_MIXING = (",\n    mixing=dict(lorsa=dict(rank=8, num_factors=[1, 2]), "
+               "lorst=dict(rank=4, num_factors=1))")
+
+
+NO_VALIDATION = """val_dataloader = None
+val_cfg = None
+val_evaluator = None
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop',
+                 max_iters={max_iters})"""
+# one validation, at the end of training
+FINAL_VALIDATION = """val_dataloader = test_dataloader
+val_evaluator = test_evaluator
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop',
+                 max_iters={max_iters}, val_interval={max_iters})"""
+
+
+def write_tiny_config(path, data_root, lors=False, max_iters=MAX_ITERS,
+                      ckpt_interval=CKPT_INTERVAL, validate=False, extra=''):
+    """Write the tiny config (see ``TINY_CFG``) to ``path``; returns the
+    path. ``validate``: one COCO validation after the last iteration."""
+    validation = FINAL_VALIDATION if validate else NO_VALIDATION
+    text = TINY_CFG.format(
+        base=LORS_CFG if lors else ADAMIXER_CFG,
+        data_root=str(data_root).rstrip('/') + '/',
+        mixing=LORS_MIXING if lors else '',
+        validation=validation.format(max_iters=max_iters),
+        ckpt_interval=ckpt_interval) + extra
+    with open(path, 'w') as f:
+        f.write(text)
+    return str(path)

@@ -17,6 +17,7 @@ import sys
 
 import pytest
 import torch
+from builders import CKPT_INTERVAL, MAX_ITERS, write_tiny_config
 from tool_runner import run, tool_env
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -25,77 +26,19 @@ TEST = osp.join(REPO_ROOT, 'tools', 'test.py')
 DIST_TRAIN = osp.join(REPO_ROOT, 'tools', 'dist_train.sh')
 DIST_TEST = osp.join(REPO_ROOT, 'tools', 'dist_test.sh')
 
-# Contract shared by the tests and the `train_config` fixture.
-MAX_ITERS = 4
-CKPT_INTERVAL = 2
+# Contract shared by the tests and the `train_config` fixture (the tiny
+# config's MAX_ITERS and CKPT_INTERVAL come from tests/builders.py).
 NUM_VAL_IMAGES = 4
 TIMEOUT_S = 300
-
-# ---------------------------------------------------------------------------
-# The project's own config, shrunk for a few CPU iterations
-# ---------------------------------------------------------------------------
-PROJECT_CONFIG = 'configs/synthetic/adamixer-lors_tiny_synthetic.py'
-PROJECT_CFG_OVERRIDES = """
-_base_ = [{base!r}]
-
-data_root = {data_root!r}
-img_scale = (64, 64)
-# deterministic train pipeline (no RandomFlip) so that a resumed run can be
-# compared with an uninterrupted one
-train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
-    dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(
-        type='PackDetInputs',
-        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                   'scale_factor')),
-]
-train_dataloader = dict(
-    batch_size=2,
-    num_workers=0,
-    persistent_workers=False,
-    sampler=dict(_delete_=True, type='InfiniteSampler', shuffle=True),
-    dataset=dict(data_root=data_root, pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(data_root=data_root, pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
-test_evaluator = val_evaluator
-
-train_cfg = dict(
-    _delete_=True,
-    type='IterBasedTrainLoop',
-    max_iters={max_iters},
-    val_interval={max_iters})
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
-         end={max_iters}),
-]
-default_hooks = dict(
-    logger=dict(interval=1),
-    checkpoint=dict(interval={ckpt_interval}, by_epoch=False))
-log_processor = dict(type='LogProcessor', window_size=1, by_epoch=False)
-randomness = dict(seed=0)
-"""
 
 
 @pytest.fixture(scope='module')
 def train_config(tmp_path_factory):
     """Path of the config file every test in this module trains/tests with.
 
-    THE swap point: to run these tests on a project config, make this
-    fixture write a small derived config (``_base_ = [<project config>]``
-    plus data/iteration overrides) and return its path. Contract:
+    The tiny LORS config of ``tests/builders.py`` (the one shrink of the
+    shipped synthetic configs, shared with the reliability tests), with a
+    COCO validation after the last iteration. Contract:
 
     * trains with ``IterBasedTrainLoop`` for ``MAX_ITERS`` iterations and
       validates once at the end with a COCO bbox metric (``coco/bbox_mAP``);
@@ -118,14 +61,8 @@ def train_config(tmp_path_factory):
         seed=0,
         min_objects=1,
         empty_ratio=0.0)
-    cfg_file = root / 'adamixer-lors_tiny_synthetic_e2e.py'
-    cfg_file.write_text(
-        PROJECT_CFG_OVERRIDES.format(
-            base=osp.join(REPO_ROOT, PROJECT_CONFIG),
-            data_root=str(data_root) + '/',
-            max_iters=MAX_ITERS,
-            ckpt_interval=CKPT_INTERVAL))
-    return str(cfg_file)
+    return write_tiny_config(root / 'adamixer-lors_tiny_synthetic_e2e.py',
+                             data_root, lors=True, validate=True)
 
 
 # ---------------------------------------------------------------------------
