@@ -39,7 +39,7 @@ _READ_CALLS = re.compile(
 def test_no_checkpoint_is_read_outside_the_one_reader():
     reader = osp.join('lors_det', 'engine', 'checkpoint.py')
     offenders = []
-    for top in ('lors_det', 'tools'):
+    for top in ('lors_det', 'tools', 'demo'):
         for root, _, files in os.walk(osp.join(REPO_ROOT, top)):
             for name in files:
                 if not name.endswith('.py'):
