@@ -56,13 +56,28 @@ class InitialQueryGenerator(nn.Module):
         Returns:
             tuple: xyzr (B, N, 4) in pixels of each image, content (B, N, C).
         """
+        img_sizes = self.init_proposal_bboxes.weight.new_tensor(
+            [m['img_shape'][:2] for m in batch_img_metas])  # (B, 2) h, w
+        return self.from_sizes(img_sizes)
+
+    def from_sizes(self, img_sizes: torch.Tensor) -> Tuple[torch.Tensor,
+                                                           torch.Tensor]:
+        """Queries from the valid image sizes as a tensor, so that an
+        exported graph takes them as an input instead of baking them in.
+
+        Args:
+            img_sizes (Tensor): (B, 2) valid (h, w) of each image, pixels.
+
+        Returns:
+            tuple: xyzr (B, N, 4) in pixels of each image, content (B, N, C).
+        """
         cxcywh = self.init_proposal_bboxes.weight  # (N, 4), relative
         xyxy = torch.cat([cxcywh[:, :2] - 0.5 * cxcywh[:, 2:],
                           cxcywh[:, :2] + 0.5 * cxcywh[:, 2:]], dim=-1)
-        whwh = cxcywh.new_tensor([[m['img_shape'][1], m['img_shape'][0]] * 2
-                                  for m in batch_img_metas])  # (B, 4)
+        img_sizes = img_sizes.to(cxcywh.dtype)
+        whwh = img_sizes[:, [1, 0, 1, 0]]  # (B, 4)
         xyzr = xyxy_to_xyzr(xyxy[None] * whwh[:, None]).detach()
         content = self.init_content_features.weight
         content = torch.layer_norm(content, content.shape[-1:])
-        content = content[None].expand(len(batch_img_metas), -1, -1)
+        content = content[None].expand(img_sizes.shape[0], -1, -1)
         return xyzr, content

@@ -57,10 +57,14 @@ def mix(x: torch.Tensor, M: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
 
 
 def _mix(x: torch.Tensor, M: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    # the normalised shapes as Python ints (P and c are config constants):
+    # traced tensor sizes would make an exported graph's LayerNorm shape
+    # depend on the batch and fail with symbolic axes
+    P_in, c, P_out = int(x.shape[-2]), int(M.shape[-1]), int(S.shape[-2])
     out = x @ M
-    out = F.relu(F.layer_norm(out, out.shape[-2:]), inplace=True)
+    out = F.relu(F.layer_norm(out, (P_in, c)), inplace=True)
     out = S @ out
-    return F.relu(F.layer_norm(out, out.shape[-2:]), inplace=True)
+    return F.relu(F.layer_norm(out, (P_out, c)), inplace=True)
 
 
 @MODELS.register_module()

@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.onnx.operators import shape_as_tensor
 
 from ...lors.checks import check_positive
 from .xyzr import xyzr_to_xyxy
@@ -71,15 +72,21 @@ def sample_3d(points: torch.Tensor, features: Sequence[torch.Tensor],
     # (B*G, N, P, ·): grid_sample treats each group as its own image
     xy = points[..., :2].view(B, N, G, P, 2).transpose(1, 2).flatten(0, 1)
     weights = weights.view(B, N, G, P, -1).transpose(1, 2).flatten(0, 1)
-    out = points.new_zeros(B * G, c, N, P)
+    out = None
     for level, (feat, stride) in enumerate(zip(features, strides)):
         H, W = feat.shape[-2:]
-        size = xy.new_tensor([W * stride, H * stride])
+        # (W * stride, H * stride) read from the tensor's shape, not baked
+        # in as constants, so an exported graph keeps H and W symbolic
+        hw = shape_as_tensor(feat)[-2:].to(xy.dtype)
+        size = torch.stack([hw[1], hw[0]]) * stride
         grid = xy / size * 2.0 - 1.0  # (B*G, N, P, 2) in [-1, 1]
         sampled = F.grid_sample(
             feat.reshape(B * G, c, H, W), grid, mode='bilinear',
             padding_mode='zeros', align_corners=False)  # (B*G, c, N, P)
-        out = out + sampled * weights[:, None, :, :, level]
+        sampled = sampled * weights[:, None, :, :, level]
+        # no zeros to start from: an exported graph would give them the
+        # traced batch size
+        out = sampled if out is None else out + sampled
     # (B*G, c, N, P) -> (B, N, G, P, c)
     return out.view(B, G, c, N, P).permute(0, 3, 1, 4, 2)
 

@@ -1,0 +1,1 @@
+"""Deployment: ONNX export of the detector's inference (onnx.py)."""
