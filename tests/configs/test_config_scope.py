@@ -50,6 +50,10 @@ def test_metafiles_list_every_config_honestly():
         assert m['Metadata']['Epochs'] == cfg.train_cfg.max_epochs, m['Name']
         assert (m['Metadata']['Queries'] ==
                 cfg.model.query_generator.num_queries), m['Name']
+        backbone = cfg.model.backbone
+        expected = ('Swin-S' if 'Swin' in backbone.type else
+                    f'ResNet-{backbone.depth}')
+        assert m['Metadata']['Backbone'] == expected, m['Name']
 
 
 @pytest.mark.parametrize('name', ['lors/adamixer-lors_r50_8xb2-1x_coco.py'])
