@@ -18,6 +18,7 @@ scales from the feature maps' shapes).
 
 onnx and onnxruntime are an optional extra: ``pip install -e .[deploy]``.
 """
+import io
 import time
 from typing import Dict, List, Sequence, Tuple
 
@@ -82,10 +83,12 @@ def export_onnx(detector: nn.Module, image_hw: Sequence[int],
             only size the graph accepts.
         batch_size: B of the traced input (the only one unless dynamic).
         dynamic: make batch, height and width symbolic.
-        opset: ONNX opset (11-17 tested: 16, 17).
+        opset: ONNX opset, 16 or later (``GridSample`` is opset 16;
+            tested: 16, 17).
     """
-    import io
-
+    if opset < 16:
+        raise ValueError(f'opset={opset}: grid_sample (the 3D sampling) '
+                         'is exported from opset 16; use 16 or later')
     if opset >= 17:
         _register_layer_norm_opset17()
     wrapper = DetectorForExport(detector).eval()

@@ -62,3 +62,12 @@ def test_dynamic_export_verifies(checkpoint, tmp_path, merge, opset):
                for *_, lg, bx in cases), result.stdout
     assert 'verify passed' in result.stdout
     assert osp.getsize(out) > 0
+
+
+def test_refuses_old_opset_and_writing_over_the_checkpoint(checkpoint):
+    base = [sys.executable, TOOL, LORS_CFG, checkpoint]
+    result = run([*base, '/tmp/unused.onnx', '--opset', '15'], check=False)
+    assert result.returncode != 0 and '16 or later' in result.stdout
+    result = run([*base, checkpoint], check=False)
+    assert result.returncode != 0 and 'destroy the input' in result.stdout
+    assert osp.getsize(checkpoint) > 0

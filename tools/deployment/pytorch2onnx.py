@@ -68,8 +68,8 @@ def main():
     for path in (args.config, args.checkpoint):
         if not osp.isfile(path):
             parser.error(f'file does not exist: {path}')
-    if args.opset < 11:
-        parser.error(f'--opset {args.opset}: 11 or later is needed '
+    if args.opset < 16:
+        parser.error(f'--opset {args.opset}: 16 or later is needed '
                      '(grid_sample is exported from opset 16)')
     try:
         from lors_det.deployment.onnx import export_onnx, verify_onnx
