@@ -100,3 +100,12 @@ def test_lorita_bias_init_and_factor_chain_checks():
     assert not layer.is_valid_chain([(3, 12), (8, 3)])  # wrong input size
     assert not layer.is_valid_chain([(3, 16), (7, 3)])  # wrong output size
     assert not layer.is_valid_chain([])
+
+
+def test_plain_ffn_is_a_residual_two_layer_mlp_and_tied_must_be_bool():
+    ffn = FFN(8, 16)
+    x = torch.randn(3, 8)
+    ref = x + ffn.fc2(torch.relu(ffn.fc1(x)))
+    torch.testing.assert_close(ffn(x), ref)
+    with pytest.raises(ValueError, match='tied'):
+        FFN(8, 16, tied='yes')

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -24,8 +25,9 @@ def test_stage_init_semantics():
     assert torch.count_nonzero(stage.fc_reg.bias) == 0
     prior = -math.log((1 - 0.01) / 0.01)
     torch.testing.assert_close(stage.fc_cls.bias, torch.full((5, ), prior))
-    assert ((stage.iof_tau >= 0) & (stage.iof_tau <= 4)).all()
-    assert stage.iof_tau.std() > 0.1  # drawn, not a constant
+    # tau ~ U(0, 4): 32 heads cover the range
+    tau = make_stage(num_heads=32, content_dim=64).iof_tau
+    assert 0 <= tau.min() < 0.5 and 3.5 < tau.max() <= 4
     gen = stage.sampling.sampling_offset_generator
     assert torch.count_nonzero(gen.weight) == 0
     assert (gen.bias.view(2, 16, 3)[..., 2] == -1).all()
@@ -36,6 +38,13 @@ def test_stage_init_semantics():
     assert len(linears) == 6  # ffn x2, cls_fcs, reg_fcs, fc_cls, attn out
     for m in linears:
         assert_xavier_uniform(m.weight)
+
+
+def test_bad_stage_arguments_name_the_field():
+    with pytest.raises(ValueError, match='num_heads'):
+        make_stage(num_heads=0)
+    with pytest.raises(ValueError, match='num_heads=3 must divide'):
+        make_stage(num_heads=3)
 
 
 def test_stage_forward_shapes_and_mixing_is_called():

@@ -2,10 +2,11 @@
 C = 256, G = 4 groups of P_in = 32 points, P_out = 128, 6 stages, 8 heads,
 FFN 2048, 80 classes (docs/DESIGN.md). Built on the meta device: shapes
 only."""
+import pytest
 import torch
 
 from lors_det.models import (AdaMixerDecoder, AdaMixerDecoderStage,
-                             AdaptiveMixing, AdaptiveSampling)
+                             AdaptiveMixing, AdaptiveSampling, ChannelMapping)
 
 
 def test_mixing_defaults():
@@ -43,3 +44,16 @@ def test_stage_sampling_and_decoder_defaults():
     assert [(type(c).__name__, c.weight)
             for c in crit.assigner.match_costs] == [
                 ('FocalLossCost', 2.0), ('BBoxL1Cost', 5.0), ('IoUCost', 2.0)]
+
+
+def test_neck_defaults_and_group_check():
+    neck = ChannelMapping([8, 16])
+    assert neck.out_channels == 256 and neck.gn_out.num_groups == 32
+    # a 1x1 conv per level: every map keeps its size
+    assert neck.lateral_convs[1].conv.weight.shape == (256, 16, 1, 1)
+    outs = neck([torch.randn(2, 8, 12, 10), torch.randn(2, 16, 6, 5)])
+    assert [o.shape for o in outs] == [(2, 256, 12, 10), (2, 256, 6, 5)]
+    with pytest.raises(ValueError, match='GroupNorm groups=32'):
+        ChannelMapping([8], out_channels=48)
+    with pytest.raises(ValueError, match='got 1 feature maps'):
+        neck([torch.randn(1, 8, 4, 4)])

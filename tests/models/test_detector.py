@@ -128,3 +128,17 @@ def test_neck_queries_and_decoder_must_agree():
         cfg.merge_from_dict({f'model.{k}': v for k, v in change.items()})
         with pytest.raises(ValueError, match=field):
             MODELS.build(cfg.model)
+
+
+def test_max_per_img_is_honoured_and_checked():
+    from mmdet.registry import MODELS
+    cfg = load_config(SYNTHETIC['adamixer'])
+    cfg.model.test_cfg = dict(max_per_img=5)
+    model = MODELS.build(cfg.model).eval()
+    inputs, samples = make_batch(num_images=1)
+    with torch.no_grad():
+        pred = model.predict(inputs, samples)[0].pred_instances
+    assert len(pred) == 5
+    cfg.model.test_cfg = dict(max_per_img=0)
+    with pytest.raises(ValueError, match='max_per_img'):
+        MODELS.build(cfg.model)

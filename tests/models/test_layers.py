@@ -134,3 +134,16 @@ def test_sample_3d_refuses_groups_that_do_not_divide():
         sample_3d(torch.zeros(1, 1, 5, 3), [feat], [1], num_groups=2)
     with pytest.raises(ValueError, match='channels'):
         sample_3d(torch.zeros(1, 1, 8, 3), [feat], [1], num_groups=4)
+
+
+def test_sample_3d_blends_the_levels_with_their_weights():
+    """Each level is sampled at the point and weighted by
+    ``level_weights(z)``: constant maps 1 (stride 1) and 3 (stride 2) give
+    ``w_0 + 3 w_1`` inside the image."""
+    feats = [torch.ones(1, 2, 16, 16), torch.full((1, 2, 8, 8), 3.0)]
+    z = torch.tensor([0.3, 1.2])
+    pts = torch.tensor([[[[6.0, 7.0, z[0]], [9.0, 5.0, z[1]]]]])  # G=1
+    out = sample_3d(pts, feats, [1, 2], num_groups=1)  # (1, 1, 1, 2, 2)
+    w = level_weights(z, [1, 2])  # (2, L)
+    expected = (w[:, 0] + 3 * w[:, 1])[:, None].expand(2, 2)
+    torch.testing.assert_close(out[0, 0, 0], expected)
