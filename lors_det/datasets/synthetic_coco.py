@@ -16,6 +16,15 @@ left out, which is rare with the defaults).
 Colours are chosen independently of the class, so the detector has to learn
 the shapes. A fixed fraction of the images (``empty_ratio``) holds no objects.
 
+The ``hard`` preset (``preset='hard'``) is made for ranking methods: 9
+classes, colour x shape (``red_circle`` ... ``blue_triangle``; the colour is a
+hue band, jittered by ``HUE_JITTER``), shapes of 8-96 px (log-uniform, so
+small ones are common) on 256 px images, up to 12 objects per image that may
+be up to half hidden (``HARD_MIN_VISIBLE``), and clutter that is not
+annotated: the same shapes in yellow, cyan or magenta and thin lines of any
+colour, drawn in a random order with the objects (so they occlude them too).
+Its boxes are those of the whole shape (amodal), as in the default preset.
+
 Every shape is first rasterised into its own mask with cv2 (no
 anti-aliasing); its box is the tight box around that mask in COCO
 ``[x, y, w, h]`` form and its ``area`` is the mask's pixel count.
@@ -36,6 +45,26 @@ MIN_IMG_SIZE = 32
 MIN_VISIBLE = 0.6
 MIN_HUE_GAP = 25
 PLACEMENT_TRIES = 20
+
+# the hard preset: class colours and clutter colours as OpenCV hues (0..179)
+HARD_COLOURS = (('red', 0), ('green', 60), ('blue', 120))
+HARD_CLASSES = tuple(f'{colour}_{shape}' for colour, _ in HARD_COLOURS
+                     for shape in SYNTHETIC_CLASSES)
+CLUTTER_HUES = (30, 90, 150)  # yellow, cyan, magenta: never a class
+HUE_JITTER = 8  # +- hue units; class and clutter bands stay 14 apart
+HARD_MIN_VISIBLE = 0.5
+HARD_MAX_CLUTTER_SHAPES = 4
+HARD_MAX_LINES = 3
+
+# make_synthetic_coco's defaults per preset (arguments given override them)
+PRESETS = {
+    'shapes': dict(num_train=64, num_val=16, img_size=128, min_objects=0,
+                   max_objects=4, empty_ratio=0.1, min_scale=0.08,
+                   max_scale=0.6),
+    'hard': dict(num_train=1024, num_val=256, img_size=256, min_objects=1,
+                 max_objects=12, empty_ratio=0.05, min_scale=8 / 256,
+                 max_scale=96 / 256),
+}
 
 
 def _check_args(num_train, num_val, img_size, seed, min_objects, max_objects,
@@ -94,9 +123,13 @@ def _bright_colour(rng, used_hues):
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float64), hue
 
 
-def _shape_mask(rng, label, w, h, min_scale, max_scale):
-    """Rasterise one randomly sized and placed shape into a binary mask."""
-    side = max(3.0, rng.uniform(min_scale, max_scale) * min(w, h))
+def _shape_mask(rng, label, w, h, min_scale, max_scale, side=None):
+    """Rasterise one randomly sized and placed shape into a binary mask.
+
+    ``side`` (pixels) is drawn uniformly from the scales unless given.
+    """
+    if side is None:
+        side = max(3.0, rng.uniform(min_scale, max_scale) * min(w, h))
     r = side / 2.0
     cx = rng.uniform(r, w - r)
     cy = rng.uniform(r, h - r)
@@ -124,15 +157,16 @@ def _tight_box(mask):
     return [x0, y0, float(xs.max()) + 1.0 - x0, float(ys.max()) + 1.0 - y0]
 
 
-def _keeps_others_visible(owner, mask, areas):
+def _keeps_others_visible(owner, mask, areas, min_visible=MIN_VISIBLE):
     """Whether painting ``mask`` on top leaves every earlier shape visible.
 
     ``owner`` maps each pixel to the index + 1 of the shape painted there
-    last (0 for background); ``areas`` are the full pixel counts.
+    last (0 for background, -1 for clutter); ``areas`` are the full pixel
+    counts.
     """
     for k, area in enumerate(areas, start=1):
         visible = np.count_nonzero((owner == k) & (mask == 0))
-        if visible < MIN_VISIBLE * area:
+        if visible < min_visible * area:
             return False
     return True
 
@@ -164,9 +198,73 @@ def _draw_image(rng, w, h, num_objects, min_scale, max_scale):
     return np.clip(np.round(img), 0, 255).astype(np.uint8), objects
 
 
+def _hue_colour(rng, hue):
+    """A saturated, bright BGR colour of ``hue`` +- ``HUE_JITTER``."""
+    hue = int(round(hue + rng.uniform(-HUE_JITTER, HUE_JITTER))) % 180
+    hsv = np.array([[[hue, rng.integers(140, 256), rng.integers(140, 256)]]],
+                   dtype=np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float64)
+
+
+def _line_mask(rng, w, h):
+    """A thin straight line (1-2 px) between two random points."""
+    mask = np.zeros((h, w), dtype=np.uint8)
+    p0, p1 = (tuple(int(v) for v in rng.integers(0, [w, h]))
+              for _ in range(2))
+    cv2.line(mask, p0, p1, 1, thickness=int(rng.integers(1, 3)))
+    return mask
+
+
+def _draw_hard_image(rng, w, h, num_objects, min_scale, max_scale):
+    """Draw one image of the hard preset; like :func:`_draw_image`.
+
+    Objects, clutter shapes and lines are drawn in a random order; any of
+    them is re-placed (up to ``PLACEMENT_TRIES`` times, else left out) if it
+    would hide more than ``1 - HARD_MIN_VISIBLE`` of an earlier object.
+    """
+    img = _background(rng, w, h)
+    owner = np.zeros((h, w), dtype=np.int32)
+    kinds = (['object'] * num_objects
+             + ['clutter'] * int(rng.integers(HARD_MAX_CLUTTER_SHAPES + 1))
+             + ['line'] * int(rng.integers(HARD_MAX_LINES + 1)))
+    log_sides = np.log([min_scale * min(w, h), max_scale * min(w, h)])
+    objects = []
+    for i in rng.permutation(len(kinds)):
+        kind = kinds[i]
+        shape = SYNTHETIC_CLASSES[rng.integers(len(SYNTHETIC_CLASSES))]
+        colour_name, hue = HARD_COLOURS[rng.integers(len(HARD_COLOURS))]
+        if kind == 'clutter':
+            hue = CLUTTER_HUES[rng.integers(len(CLUTTER_HUES))]
+        elif kind == 'line':
+            hue = int(rng.integers(0, 180))
+        areas = [area for _, _, area in objects]
+        for _ in range(PLACEMENT_TRIES):
+            if kind == 'line':
+                mask = _line_mask(rng, w, h)
+            else:
+                side = float(np.exp(rng.uniform(*log_sides)))
+                mask = _shape_mask(rng, shape, w, h, 0, 0, side=side)
+            if _keeps_others_visible(owner, mask, areas, HARD_MIN_VISIBLE):
+                break
+        else:
+            continue
+        img[mask > 0] = _hue_colour(rng, hue)
+        if kind == 'object':
+            owner[mask > 0] = len(objects) + 1
+            objects.append((f'{colour_name}_{shape}', _tight_box(mask),
+                            float(mask.sum())))
+        else:
+            owner[mask > 0] = -1
+    img += rng.normal(0.0, 8.0, size=img.shape)
+    return np.clip(np.round(img), 0, 255).astype(np.uint8), objects
+
+
 def _make_split(img_dir, ann_file, num_images, seed_seq, size, min_objects,
-                max_objects, empty_ratio, min_scale, max_scale):
+                max_objects, empty_ratio, min_scale, max_scale,
+                preset='shapes'):
     """Write the images of one split and its COCO annotation file."""
+    draw, classes = ((_draw_hard_image, HARD_CLASSES) if preset == 'hard'
+                     else (_draw_image, SYNTHETIC_CLASSES))
     rng = np.random.default_rng(seed_seq)
     w, h = size
     num_empty = int(round(empty_ratio * num_images))
@@ -178,7 +276,7 @@ def _make_split(img_dir, ann_file, num_images, seed_seq, size, min_objects,
         n = 0
         if not is_empty[img_id - 1] and max_objects > 0:
             n = int(rng.integers(low, max_objects + 1))
-        img, objects = _draw_image(rng, w, h, n, min_scale, max_scale)
+        img, objects = draw(rng, w, h, n, min_scale, max_scale)
         file_name = f'{img_id - 1:06d}.png'
         cv2.imwrite(osp.join(img_dir, file_name), img)
         images.append(
@@ -186,20 +284,26 @@ def _make_split(img_dir, ann_file, num_images, seed_seq, size, min_objects,
         for label, box, area in objects:
             annotations.append(
                 dict(id=len(annotations) + 1, image_id=img_id,
-                     category_id=SYNTHETIC_CLASSES.index(label) + 1,
+                     category_id=classes.index(label) + 1,
                      bbox=box, area=area, iscrowd=0))
     categories = [dict(id=i + 1, name=name, supercategory='shape')
-                  for i, name in enumerate(SYNTHETIC_CLASSES)]
-    coco = dict(info=dict(description='lors_det synthetic shapes'),
+                  for i, name in enumerate(classes)]
+    description = 'lors_det synthetic shapes' + (
+        ' (hard preset)' if preset == 'hard' else '')
+    coco = dict(info=dict(description=description),
                 images=images, annotations=annotations, categories=categories)
     with open(ann_file, 'w') as f:
         json.dump(coco, f)
 
 
-def make_synthetic_coco(out_dir, num_train=64, num_val=16, img_size=128,
-                        seed=0, min_objects=0, max_objects=4,
-                        empty_ratio=0.1, min_scale=0.08, max_scale=0.6):
+def make_synthetic_coco(out_dir, num_train=None, num_val=None,
+                        img_size=None, seed=0, min_objects=None,
+                        max_objects=None, empty_ratio=None, min_scale=None,
+                        max_scale=None, preset='shapes'):
     """Generate the synthetic shapes dataset under ``out_dir``.
+
+    An argument left at ``None`` takes the preset's value
+    (``PRESETS[preset]``; the ``shapes`` values are given below).
 
     Args:
         out_dir (str): Output root; created if missing. Files of an
@@ -214,13 +318,27 @@ def make_synthetic_coco(out_dir, num_train=64, num_val=16, img_size=128,
         empty_ratio (float): Fraction of each split with no shapes at all.
         min_scale (float): Smallest shape size, relative to the short side.
         max_scale (float): Largest shape size, relative to the short side.
+        preset (str): ``'shapes'`` (3 shape classes, the default) or
+            ``'hard'`` (9 colour x shape classes with clutter, see above).
 
     Returns:
         dict: Paths written: ``root``, ``train_img_dir``, ``val_img_dir``,
         ``train_ann_file`` and ``val_ann_file``.
     """
-    size = _check_args(num_train, num_val, img_size, seed, min_objects,
-                       max_objects, empty_ratio, min_scale, max_scale)
+    if preset not in PRESETS:
+        raise ValueError(f'preset must be one of {sorted(PRESETS)}, got '
+                         f'{preset!r}')
+    given = dict(num_train=num_train, num_val=num_val, img_size=img_size,
+                 min_objects=min_objects, max_objects=max_objects,
+                 empty_ratio=empty_ratio, min_scale=min_scale,
+                 max_scale=max_scale)
+    args = {k: PRESETS[preset][k] if v is None else v
+            for k, v in given.items()}
+    size = _check_args(seed=seed, **args)
+    num_train, num_val = args['num_train'], args['num_val']
+    split_args = {k: args[k] for k in ('min_objects', 'max_objects',
+                                       'empty_ratio', 'min_scale',
+                                       'max_scale')}
     train_seed, val_seed = np.random.SeedSequence(int(seed)).spawn(2)
     paths = dict(root=str(out_dir))
     for split, num, seed_seq in (('train', num_train, train_seed),
@@ -230,8 +348,8 @@ def make_synthetic_coco(out_dir, num_train=64, num_val=16, img_size=128,
                             f'instances_{split}.json')
         os.makedirs(img_dir, exist_ok=True)
         os.makedirs(osp.dirname(ann_file), exist_ok=True)
-        _make_split(img_dir, ann_file, num, seed_seq, size, min_objects,
-                    max_objects, empty_ratio, min_scale, max_scale)
+        _make_split(img_dir, ann_file, num, seed_seq, size,
+                    preset=preset, **split_args)
         paths[f'{split}_img_dir'] = img_dir
         paths[f'{split}_ann_file'] = ann_file
     return paths

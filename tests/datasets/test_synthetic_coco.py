@@ -184,3 +184,166 @@ def test_mmdet_coco_dataset_loads_it(dataset):
                         for i in range(len(ds)))
     assert num_instances == len(coco['annotations'])
     assert osp.isfile(ds.get_data_info(0)['img_path'])
+
+
+# ---------------------------------------------------------------- presets
+def pixel_and_json_digests(paths):
+    """sha256 of each split's annotation file and of its decoded pixels."""
+    import hashlib
+    out = {}
+    for split in ('train', 'val'):
+        ann = read_bytes(paths[f'{split}_ann_file'])
+        pixels = hashlib.sha256()
+        for img in json.loads(ann)['images']:
+            pixels.update(cv2.imread(osp.join(paths[f'{split}_img_dir'],
+                                              img['file_name'])).tobytes())
+        out[split] = (hashlib.sha256(ann).hexdigest(), pixels.hexdigest())
+    return out
+
+
+def test_default_preset_output_is_unchanged(dataset):
+    """The bytes of the default data from before the presets were added
+    (recorded from commit a28d1e9's generator): tests and the demo's
+    published numbers depend on them. Pixels are compared decoded, so a
+    different PNG encoder does not matter."""
+    assert pixel_and_json_digests(dataset) == {
+        'train': ('ff95f059f7b90e033bee9c2de8f678de3f2e9318df8c0d6049e49f07'
+                  'a24f4b37',
+                  'd8c028065fd5d95cce1b226766c0c761e9880019be90171497b7e694'
+                  '6ac10bf3'),
+        'val': ('db13fc4baf40106e999bf7abf1151cfa21e2ab1c3603e5a15a5cd00297'
+                '6ad31b',
+                'cae57bdf6772d92a1d85cdd1a7dba584626c8f79191a35a52a06faa9f7'
+                '907c87')}
+
+
+HARD_SMALL = dict(num_train=16, num_val=2, preset='hard')
+
+
+@pytest.fixture(scope='module')
+def hard(tmp_path_factory):
+    return make_synthetic_coco(tmp_path_factory.mktemp('hard'), **HARD_SMALL)
+
+
+def test_hard_preset_is_deterministic_per_seed(tmp_path):
+    kwargs = dict(num_train=4, num_val=2, preset='hard', seed=5)
+    first = make_synthetic_coco(tmp_path / 'first', **kwargs)
+    again = make_synthetic_coco(tmp_path / 'again', **kwargs)
+    assert pixel_and_json_digests(again) == pixel_and_json_digests(first)
+    kwargs['seed'] = 6
+    other = pixel_and_json_digests(
+        make_synthetic_coco(tmp_path / 'other', **kwargs))
+    for split, (ann, pixels) in pixel_and_json_digests(first).items():
+        assert other[split][0] != ann and other[split][1] != pixels
+
+
+def test_hard_preset_defaults():
+    from lors_det.datasets.synthetic_coco import PRESETS
+    hard = PRESETS['hard']
+    assert hard['num_val'] >= 256 and hard['img_size'] == 256
+    assert hard['min_scale'] * 256 == 8 and hard['max_scale'] * 256 == 96
+
+
+def test_hard_preset_properties(hard):
+    from lors_det.datasets.synthetic_coco import HARD_CLASSES
+    coco = load_json(hard['train_ann_file'])
+    names = [c['name'] for c in coco['categories']]
+    assert names == list(HARD_CLASSES) and len(names) == 9
+    assert {n.split('_')[0] for n in names} == {'red', 'green', 'blue'}
+    assert {n.split('_')[1] for n in names} == set(SYNTHETIC_CLASSES)
+    assert coco['info']['description'].endswith('(hard preset)')
+    assert all((i['width'], i['height']) == (256, 256)
+               for i in coco['images'])
+    anns = coco['annotations']
+    assert len({a['category_id'] for a in anns}) == 9
+    sides = [max(a['bbox'][2:]) for a in anns]
+    # an 8 px triangle's box can be 7 px wide; boxes never exceed 96 px
+    assert min(sides) >= 7 and max(sides) <= 96
+    assert sum(s < 16 for s in sides) > 0.2 * len(sides)  # many small ones
+    assert max(sides) > 64
+    per_image = Counter(a['image_id'] for a in anns)
+    assert max(per_image.values()) <= 12 and max(per_image.values()) >= 8
+
+    def overlap(a, b):
+        ax, ay, aw, ah = a['bbox']
+        bx, by, bw, bh = b['bbox']
+        return (min(ax + aw, bx + bw) > max(ax, bx)
+                and min(ay + ah, by + bh) > max(ay, by))
+
+    occluded = sum(
+        overlap(a, b) for i, a in enumerate(anns) for b in anns[i + 1:]
+        if a['image_id'] == b['image_id'])
+    assert occluded >= 10
+
+
+def hue_mask(pixels, hues, jitter=10):
+    """Bright, saturated pixels with a hue within ``jitter`` of ``hues``."""
+    hsv = cv2.cvtColor(pixels, cv2.COLOR_BGR2HSV).astype(int)
+    gap = np.min([np.minimum(abs(hsv[..., 0] - h), 180 - abs(hsv[..., 0] - h))
+                  for h in hues], axis=0)
+    return (gap <= jitter) & (hsv[..., 1] >= 120) & (hsv[..., 2] >= 120)
+
+
+def test_hard_preset_has_unannotated_clutter(hard):
+    """Yellow/cyan/magenta shapes are drawn and never annotated."""
+    from lors_det.datasets.synthetic_coco import CLUTTER_HUES
+    coco = load_json(hard['train_ann_file'])
+    with_clutter = 0
+    for img in coco['images']:
+        pixels = cv2.imread(osp.join(hard['train_img_dir'], img['file_name']))
+        outside = np.ones(pixels.shape[:2], dtype=bool)
+        for a in coco['annotations']:
+            if a['image_id'] == img['id']:
+                x, y, w, h = map(int, a['bbox'])
+                outside[y:y + h, x:x + w] = False
+        clutter = (hue_mask(pixels, CLUTTER_HUES) & outside).astype(np.uint8)
+        # erosion removes the lines (<= 3 px wide) of any colour, keeps
+        # shapes (>= 7 px)
+        clutter = cv2.erode(clutter, np.ones((5, 5), np.uint8))
+        with_clutter += clutter.sum() >= 4
+    assert with_clutter >= len(coco['images']) // 3
+
+
+def test_hard_preset_colour_names_the_class(tmp_path, monkeypatch):
+    """With one object and no clutter per image, the object's pixels have
+    the hue its class names (the class is colour x shape, not shape)."""
+    from lors_det.datasets import synthetic_coco
+    monkeypatch.setattr(synthetic_coco, 'HARD_MAX_CLUTTER_SHAPES', 0)
+    monkeypatch.setattr(synthetic_coco, 'HARD_MAX_LINES', 0)
+    paths = make_synthetic_coco(tmp_path, num_train=12, num_val=0,
+                                min_objects=1, max_objects=1, empty_ratio=0.0,
+                                preset='hard')
+    coco = load_json(paths['train_ann_file'])
+    hues = dict(red=0, green=60, blue=120)  # OpenCV hues, not the module's
+    names = {c['id']: c['name'] for c in coco['categories']}
+    assert len(coco['annotations']) == 12
+    for img, ann in zip(coco['images'], coco['annotations']):
+        pixels = cv2.imread(osp.join(paths['train_img_dir'],
+                                     img['file_name']))
+        x, y, w, h = map(int, ann['bbox'])
+        box = pixels[y:y + h, x:x + w]
+        colour = names[ann['category_id']].split('_')[0]
+        own = hue_mask(box, [hues[colour]]).mean()
+        others = max(hue_mask(box, [v]).mean() for k, v in hues.items()
+                     if k != colour)
+        assert own > 0.3 and others < 0.05, (ann, own, others)
+
+
+def test_unknown_preset_is_refused(tmp_path):
+    with pytest.raises(ValueError, match='preset'):
+        make_synthetic_coco(tmp_path / 'bad', preset='harder')
+    assert not (tmp_path / 'bad').exists()
+
+
+def test_cli_hard_preset(tmp_path):
+    out = str(tmp_path / 'hard')
+    stdout = run_cli('--out', out, '--preset', 'hard', '--num-train', '2',
+                     '--num-val', '1')
+    assert 'Wrote' in stdout
+    assert load_json(osp.join(out, 'meta.json')) == dict(
+        num_train=2, num_val=1, img_size=256, seed=0, max_objects=12,
+        preset='hard')
+    coco = load_json(osp.join(out, 'annotations', 'instances_val.json'))
+    assert len(coco['categories']) == 9
+    assert 'up to date' in run_cli('--out', out, '--preset', 'hard',
+                                   '--num-train', '2', '--num-val', '1')

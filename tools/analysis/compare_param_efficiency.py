@@ -1,365 +1,384 @@
-"""Small CPU comparison of parameter-efficient AdaMixer variants.
+"""Proxy-scale study: parameter-efficient AdaMixer variants over seeds.
 
-Trains, with mmengine's Runner and ONE schedule for all, on the synthetic
-shapes data (``tools/misc/make_synthetic_coco.py``):
-
-* AdaMixer                 configs/synthetic/adamixer_tiny_synthetic.py
-* AdaMixer+LORS            configs/synthetic/adamixer-lors_tiny_synthetic.py
-* AdaMixer+tied FFN        configs/synthetic/adamixer-tied_tiny_synthetic.py
-* AdaMixer+LoRITa          configs/synthetic/adamixer-lorita_tiny_synthetic.py
-
-then compresses the LoRITa checkpoint (``lors_det.lors.lorita_compress``,
-as ``tools/model_converters/lorita_compress.py`` does; default: per-layer
-energy 0.9 and a global ratio 0.5) and evaluates every model on the val
-split with the same config (as ``tools/test.py CONFIG CKPT`` does). Writes a
-markdown table (config, decoder params, total params, AP, AP50) to stdout
-and to ``--out`` (default ``docs/param_efficiency.md``) with the command,
-date and machine.
+Trains every ``configs/proxy`` config (their schedule, their data: the hard
+synthetic preset, generated into the config's ``data_root`` from its
+``synthetic_data`` if missing) once per seed, evaluates each on the val split
+(COCO bbox AP), compresses each LoRITa checkpoint with
+``lors_det.engine.convert.compress_checkpoint`` and evaluates that too. Then
+reports, per config, mean +- std over seeds of AP and AP50, and for every
+config the paired per-seed difference to the AdaMixer baseline with a 95%
+t-interval over seeds.
 
 Usage::
 
-    python tools/analysis/compare_param_efficiency.py [--epochs 8]
-        [--work-dir work_dirs/param_efficiency]
-        [--out docs/param_efficiency.md]
-        [--compress energy=0.9 ratio=0.5] [--only adamixer lorita ...]
+    python tools/analysis/compare_param_efficiency.py [--seeds 0 1 2]
+        [--jobs 2] [--only adamixer lors ...] [--compress ratio=0.5]
+        [--work-dir work_dirs/param_efficiency] [--quick]
 
-This is a small CPU sanity comparison (a ResNet-18 from scratch, 64 training
-images at 128 px, a few epochs), NOT a COCO result.
+``--quick`` merges ``configs/proxy/_base_/quick.py`` over every config (a few
+64 px images, two iterations) and uses seeds 0 1: an end-to-end check, its
+APs mean nothing. Each (config, seed) runs in its own process (``--jobs`` at
+a time, ``--threads`` intra-op threads each) and leaves
+``WORK_DIR/KEY/seedS/result.json``; a later call with the same work dir
+reuses finished results and refuses a run directory left unfinished.
+Writes ``WORK_DIR/study.json`` (every per-seed number) and
+``WORK_DIR/study.md`` (the table with command, date, machine, wall time).
 """
 import argparse
-import copy
 import datetime
+import json
 import math
 import os
 import os.path as osp
 import platform
 import shlex
+import subprocess
 import sys
 import time
-from typing import Tuple
 
-import torch
-from mmengine.config import Config
-
-_REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+QUICK_OVERLAY = 'configs/proxy/_base_/quick.py'
+BASELINE = 'adamixer'
 RUNS = (  # key, label, config
-    ('adamixer', 'AdaMixer',
-     'configs/synthetic/adamixer_tiny_synthetic.py'),
-    ('lors', 'AdaMixer+LORS',
-     'configs/synthetic/adamixer-lors_tiny_synthetic.py'),
-    ('tied', 'AdaMixer+tied FFN',
-     'configs/synthetic/adamixer-tied_tiny_synthetic.py'),
-    ('lorita', 'AdaMixer+LoRITa (as trained, 3 factors)',
-     'configs/synthetic/adamixer-lorita_tiny_synthetic.py'),
+    ('adamixer', 'AdaMixer 2x16 (baseline)',
+     'configs/proxy/adamixer_tiny_proxy.py'),
+    ('lors', 'AdaMixer+LORS', 'configs/proxy/adamixer-lors_tiny_proxy.py'),
+    ('lors_shared_only', 'LORS shared-only',
+     'configs/proxy/adamixer-lors-shared-only_tiny_proxy.py'),
+    ('lors_private_only', 'LORS private-only',
+     'configs/proxy/adamixer-lors-private-only_tiny_proxy.py'),
+    ('tied', 'AdaMixer+tied FFN', 'configs/proxy/adamixer-tied_tiny_proxy.py'),
+    ('lorita', 'AdaMixer+LoRITa (as trained)',
+     'configs/proxy/adamixer-lorita_tiny_proxy.py'),
 )
+LORITA_KEY = 'lorita'
+
+
+def t_quantile(confidence: float, df: int) -> float:
+    """Two-sided Student-t quantile, e.g. 4.303 for 0.95 and df=2."""
+    from scipy.stats import t
+    return float(t.ppf(0.5 + confidence / 2, df))
+
+
+def mean_std(values):
+    """Mean and sample standard deviation (ddof 1; 0 for one value)."""
+    n = len(values)
+    if n == 0:
+        raise ValueError('mean_std needs at least one value')
+    mean = sum(values) / n
+    var = sum((v - mean)**2 for v in values) / (n - 1) if n > 1 else 0.0
+    return mean, math.sqrt(var)
+
+
+def paired_difference(a, b, confidence: float = 0.95) -> dict:
+    """Paired difference ``a - b`` over seeds with a t-interval.
+
+    Args:
+        a, b (dict[int, float]): value per seed; only seeds in both count.
+
+    Returns:
+        dict: ``n``, ``mean``, ``std`` of the per-seed differences and the
+        interval ``low``, ``high`` (None for fewer than 2 pairs).
+    """
+    seeds = sorted(set(a) & set(b))
+    diffs = [a[s] - b[s] for s in seeds]
+    if not diffs:
+        raise ValueError('paired_difference: no seed in common')
+    mean, std = mean_std(diffs)
+    if len(diffs) < 2:
+        return dict(n=1, mean=mean, std=std, low=None, high=None)
+    half = t_quantile(confidence, len(diffs) - 1) * std / math.sqrt(
+        len(diffs))
+    return dict(n=len(diffs), mean=mean, std=std, low=mean - half,
+                high=mean + half)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--epochs', type=int, default=8,
-                        help='training epochs for every model (16 '
-                        'iterations each with the default data)')
-    parser.add_argument('--work-dir', default='work_dirs/param_efficiency')
-    parser.add_argument('--out', default='docs/param_efficiency.md',
-                        help='markdown file to write ("" for none)')
-    parser.add_argument('--data-root', default='data/synthetic',
-                        help='synthetic data (generated with the default '
-                        'settings if missing)')
-    parser.add_argument('--compress', nargs='+',
-                        default=['energy=0.9', 'ratio=0.5'],
-                        help='LoRITa compressions to evaluate, METHOD=VALUE '
-                        'with METHOD in rank, energy, ratio')
+    parser.add_argument('--seeds', type=int, nargs='+',
+                        help='training seeds (default 0 1 2; --quick: 0 1)')
     parser.add_argument('--only', nargs='+', choices=[r[0] for r in RUNS],
-                        help='train only these (default: all)')
-    parser.add_argument('--lr', type=float, default=5e-4,
-                        help='AdamW lr for every model (weight decay 1e-4, '
-                        'grad-norm clip 1.0 as in the configs)')
-    parser.add_argument('--seed', type=int, default=0)
+                        help=f'these configs only ({BASELINE} is always '
+                        'run: it is the reference of the differences)')
+    parser.add_argument('--compress', nargs='+', default=['ratio=0.5'],
+                        help='LoRITa compressions, METHOD=VALUE with METHOD '
+                        'in rank, energy, ratio')
+    parser.add_argument('--work-dir', default='work_dirs/param_efficiency')
+    parser.add_argument('--jobs', type=int, default=2,
+                        help='runs at a time (default 2, one per core)')
+    parser.add_argument('--threads', type=int, default=1,
+                        help='intra-op threads per run')
+    parser.add_argument('--quick', action='store_true',
+                        help=f'merge {QUICK_OVERLAY}; seeds 0 1')
+    parser.add_argument('--data-root',
+                        help="use this directory instead of the configs' "
+                        'data_root (generated there if missing)')
+    parser.add_argument('--run', nargs=2, metavar=('KEY', 'SEED'),
+                        help=argparse.SUPPRESS)  # one worker run
     args = parser.parse_args(argv)
-    if args.epochs <= 0:
-        parser.error('--epochs must be positive')
+    if args.seeds is None:
+        args.seeds = [0, 1] if args.quick else [0, 1, 2]
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f'--seeds repeats a seed: {args.seeds}')
+    if args.jobs < 1 or args.threads < 1:
+        parser.error('--jobs and --threads must be >= 1')
     from lors_det.lors.lorita_compress import LoRITaCompressError, check_value
     args.compress_specs = []
     for spec in args.compress:
         method, _, value = spec.partition('=')
         try:
             value = int(value) if method == 'rank' else float(value)
-            args.compress_specs.append(
-                (method, check_value(method, value)))
+            args.compress_specs.append((method, check_value(method, value)))
         except (ValueError, LoRITaCompressError) as e:
             parser.error(f'--compress {spec}: {e}')
     return args
 
 
-def schedule_cfg(cfg: Config, epochs: int, work_dir: str, data_root: str,
-                 seed: int, lr: float) -> Tuple[Config, dict]:
-    """The same short schedule and data for every model; no validation
-    during training (each model is evaluated afterwards)."""
-    data_root = data_root.rstrip('/') + '/'
-    cfg.work_dir = work_dir
-    cfg.randomness = dict(seed=seed)
-    cfg.launcher = 'none'
-    for split, name in (('train', 'train_dataloader'),
-                        ('val', 'val_dataloader'),
-                        ('val', 'test_dataloader')):
-        ds = cfg[name].dataset
-        ds.data_root = data_root
-        ds.ann_file = f'annotations/instances_{split}.json'
-        ds.data_prefix = dict(img=f'{split}/')
-    for name in ('val_evaluator', 'test_evaluator'):
-        cfg[name].ann_file = data_root + 'annotations/instances_val.json'
-    cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=epochs,
-                         val_interval=epochs)
-    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
-    # the optimiser is set here, not taken from the configs, so that every
-    # model gets the same one even if a config changes
-    cfg.optim_wrapper = dict(
-        type='OptimWrapper',
-        optimizer=dict(type='AdamW', lr=lr, weight_decay=1e-4),
-        clip_grad=dict(max_norm=1.0, norm_type=2))
-    cfg.auto_scale_lr = dict(enable=False, base_batch_size=4)
-    # the synthetic recipe (lr 2e-4, linear warm-up, x0.1 at 75% and 92% of
-    # training) scaled to `epochs`: warm-up 50 iterations or a fifth of the
-    # run if that is shorter
-    iters = epochs * iters_per_epoch(cfg)
-    warmup = max(1, min(50, iters // 5))
-    milestones = sorted({max(1, round(epochs * 0.75)),
-                         max(1, round(epochs * 0.92))} - {epochs})
-    cfg.param_scheduler = [
-        dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
-             end=warmup),
-        dict(type='MultiStepLR', begin=0, end=epochs, by_epoch=True,
-             milestones=milestones, gamma=0.1)
-    ]
-    cfg.default_hooks.checkpoint.update(interval=epochs, max_keep_ckpts=1,
-                                        by_epoch=True)
-    cfg.default_hooks.logger = dict(type='LoggerHook', interval=8)
-    cfg.load_from = None
-    cfg.resume = False
-    return cfg, dict(iters=iters, warmup=warmup, milestones=milestones)
+def load_cfg(config: str, quick: bool, data_root=None):
+    """A configs/proxy config, with the quick overlay merged if asked and
+    its data read from ``data_root`` if given."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(REPO_ROOT, config))
+    if quick:
+        overlay = Config.fromfile(osp.join(REPO_ROOT, QUICK_OVERLAY))
+        cfg.merge_from_dict(overlay.to_dict())
+    if data_root:
+        cfg.data_root = data_root.rstrip('/') + '/'
+        for name in ('train_dataloader', 'val_dataloader',
+                     'test_dataloader'):
+            cfg[name].dataset.data_root = cfg.data_root
+        for name in ('val_evaluator', 'test_evaluator'):
+            cfg[name].ann_file = (cfg.data_root +
+                                  'annotations/instances_val.json')
+    return cfg
 
 
-def iters_per_epoch(cfg: Config) -> int:
-    """Training iterations per epoch: images with at least one box (the
-    dataset drops the others, ``filter_empty_gt``) over the batch size."""
-    import json
-    ds = cfg.train_dataloader.dataset
-    with open(osp.join(ds.data_root, ds.ann_file)) as f:
-        anns = json.load(f)['annotations']
-    images = len({a['image_id'] for a in anns})
-    return max(1, math.ceil(images / cfg.train_dataloader.batch_size))
+def ensure_data(cfg) -> None:
+    """Write the config's synthetic data into its data_root if missing."""
+    from lors_det.datasets import make_synthetic_coco
+    root, settings = cfg.data_root, dict(cfg.synthetic_data)
+    meta = osp.join(root, 'meta.json')
+    if osp.isfile(meta):
+        with open(meta) as f:
+            found = json.load(f)
+        if found != settings:
+            raise SystemExit(f'error: {root} holds other data ({meta}: '
+                             f'{found}, config wants {settings}); remove it')
+        return
+    print(f'generating {settings} into {root}', flush=True)
+    make_synthetic_coco(root, **settings)
+    with open(meta, 'w') as f:
+        json.dump(settings, f, indent=2, sort_keys=True)
 
 
-def last_epoch_loss(runner, iters: int):
-    """Mean training loss over the last ``iters`` iterations (or None)."""
-    try:
-        return float(runner.message_hub.get_scalar('train/loss').mean(iters))
-    except (KeyError, AttributeError):
-        return None
+def metric(runner, name: str) -> float:
+    return float(runner.message_hub.get_scalar(f'val/coco/{name}').current())
 
 
-def build_runner(cfg: Config):
+def run_one(args, key: str, seed: int) -> None:
+    """Worker: train one (config, seed), evaluate, compress if LoRITa."""
+    import torch
     from mmengine.runner import Runner
-    return Runner.from_cfg(cfg)
-
-
-def evaluate(cfg: Config, checkpoint: str, work_dir: str, name: str):
-    """``tools/test.py CONFIG CHECKPOINT``: a fresh Runner, load_from.
-
-    Returns:
-        tuple: metrics and the evaluated model.
-    """
-    cfg = copy.deepcopy(cfg)
-    cfg.experiment_name = f'{name}_{time.strftime("%Y%m%d_%H%M%S")}'
-    cfg.work_dir = work_dir
-    cfg.load_from = checkpoint
-    cfg.train_dataloader = cfg.train_cfg = cfg.optim_wrapper = None
-    cfg.param_scheduler = None
-    runner = build_runner(cfg)
-    metrics = runner.test()
-    model = runner.model
-    del runner
-    return metrics, model
-
-
-def counts(model):
+    import lors_det  # noqa: F401
+    from lors_det.engine.convert import compress_checkpoint
     from lors_det.models.param_counts import model_param_counts
-    c = model_param_counts(model)
-    return c['decoder']['total'], c['total']['total']
+    from mmdet.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # denormals make CPU steps many x slower
+    label, config = {k: (lab, c) for k, lab, c in RUNS}[key]
+    work_dir = osp.join(args.work_dir, key, f'seed{seed}')
+    cfg = load_cfg(config, args.quick, args.data_root)
+    cfg.work_dir, cfg.launcher, cfg.randomness = work_dir, 'none', dict(
+        seed=seed)
+    t0 = time.time()
+    runner = Runner.from_cfg(cfg)
+    runner.train()  # the configs validate once, after the last epoch
+    counts = model_param_counts(runner.model)
+    results = [dict(key=key, label=label, config=config, seed=seed,
+                    ap=metric(runner, 'bbox_mAP'),
+                    ap50=metric(runner, 'bbox_mAP_50'),
+                    decoder_params=counts['decoder']['total'],
+                    total_params=counts['total']['total'],
+                    minutes=(time.time() - t0) / 60)]
+    del runner
+    ckpt = osp.join(work_dir, f'epoch_{cfg.train_cfg.max_epochs}.pth')
+    for method, value in args.compress_specs if key == LORITA_KEY else ():
+        t0, tag = time.time(), f'{method}={value}'
+        out = osp.join(work_dir, f'compressed_{method}{value}.pth')
+        compress_checkpoint(cfg, ckpt, out, method, value)
+        test_cfg = cfg.copy()
+        test_cfg.work_dir = osp.join(work_dir, f'test_{method}{value}')
+        test_cfg.load_from = out
+        test_cfg.train_dataloader = test_cfg.train_cfg = None
+        test_cfg.optim_wrapper = test_cfg.param_scheduler = None
+        runner = Runner.from_cfg(test_cfg)
+        metrics = runner.test()
+        counts = model_param_counts(runner.model)
+        results.append(dict(
+            key=f'{key}@{tag}', label=f'{label[:-len(" (as trained)")]}, '
+            f'compressed ({tag})', config=config, seed=seed,
+            ap=metrics['coco/bbox_mAP'], ap50=metrics['coco/bbox_mAP_50'],
+            decoder_params=counts['decoder']['total'],
+            total_params=counts['total']['total'],
+            minutes=(time.time() - t0) / 60))
+        del runner
+    with open(osp.join(work_dir, 'result.json'), 'w') as f:
+        json.dump(results, f, indent=1)
+
+
+def run_all(args, keys) -> list:
+    """Run every (key, seed) not yet finished, ``--jobs`` at a time, seed
+    by seed; return the result rows of all finished runs."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
+               MKL_NUM_THREADS=str(args.threads), CUDA_VISIBLE_DEVICES='')
+    env['PYTHONPATH'] = os.pathsep.join(
+        [REPO_ROOT] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
+    todo, rows, failed = [], [], []
+    for seed in args.seeds:
+        for key in keys:
+            work_dir = osp.join(args.work_dir, key, f'seed{seed}')
+            if osp.isfile(osp.join(work_dir, 'result.json')):
+                continue
+            if osp.exists(work_dir):
+                raise SystemExit(f'error: {work_dir} holds an unfinished run '
+                                 '(no result.json); remove it to rerun')
+            todo.append((key, seed, work_dir))
+    base = [sys.executable, osp.abspath(__file__), '--work-dir',
+            args.work_dir, '--threads', str(args.threads), '--compress',
+            *args.compress] + (['--quick'] if args.quick else []) + (
+                ['--data-root', args.data_root] if args.data_root else [])
+    running = []
+    while todo or running:
+        while todo and len(running) < args.jobs:
+            key, seed, work_dir = todo.pop(0)
+            os.makedirs(work_dir)
+            log = open(osp.join(work_dir, 'study_run.log'), 'w')
+            proc = subprocess.Popen(base + ['--run', key, str(seed)],
+                                    cwd=REPO_ROOT, env=env, stdout=log,
+                                    stderr=subprocess.STDOUT)
+            running.append((proc, log, key, seed, time.time()))
+            print(f'started {key} seed {seed}', flush=True)
+        time.sleep(0.5)
+        for item in [r for r in running if r[0].poll() is not None]:
+            proc, log, key, seed, t0 = item
+            running.remove(item)
+            log.close()
+            state = 'done' if proc.returncode == 0 else \
+                f'FAILED (exit {proc.returncode}, see {log.name})'
+            if proc.returncode:
+                failed.append((key, seed))
+            print(f'{state}: {key} seed {seed} in '
+                  f'{(time.time() - t0) / 60:.1f} min', flush=True)
+    for seed in args.seeds:
+        for key in keys:
+            path = osp.join(args.work_dir, key, f'seed{seed}', 'result.json')
+            if osp.isfile(path):
+                with open(path) as f:
+                    rows += json.load(f)
+    if failed:
+        print(f'failed runs: {failed}', file=sys.stderr)
+    return rows
+
+
+def summarise(rows) -> list:
+    """One entry per config: per-seed APs, mean/std, paired differences."""
+    by_key = {}
+    for r in rows:
+        by_key.setdefault(r['key'], []).append(r)
+    ref = {r['seed']: r for r in by_key.get(BASELINE, [])}
+    out = []
+    for key, runs in by_key.items():
+        entry = dict(key=key, label=runs[0]['label'],
+                     config=runs[0]['config'],
+                     decoder_params=runs[0]['decoder_params'],
+                     total_params=runs[0]['total_params'],
+                     seeds=[r['seed'] for r in runs],
+                     minutes=mean_std([r['minutes'] for r in runs])[0])
+        for m in ('ap', 'ap50'):
+            per_seed = {r['seed']: 100 * r[m] for r in runs}
+            entry[m] = [per_seed[s] for s in entry['seeds']]
+            entry[f'{m}_mean'], entry[f'{m}_std'] = mean_std(entry[m])
+            if key != BASELINE and ref:
+                entry[f'{m}_diff'] = paired_difference(
+                    per_seed, {s: 100 * r[m] for s, r in ref.items()})
+        out.append(entry)
+    return out
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
+    import torch
+    cpu = platform.machine()
+    if osp.isfile('/proc/cpuinfo'):
         with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    cpu = line.split(':', 1)[1].strip()
-                    break
-    except OSError:
-        pass
+            cpu = next((line.split(':', 1)[1].strip() for line in f
+                        if line.startswith('model name')), cpu)
     return (f'{platform.node()} ({platform.system()} {platform.release()}, '
-            f'{cpu}, {os.cpu_count()} CPU cores visible, '
-            f'torch.get_num_threads()={torch.get_num_threads()}, no GPU; '
-            f'python {platform.python_version()}, torch {torch.__version__})')
+            f'{cpu}, {os.cpu_count()} CPU cores, no GPU; python '
+            f'{platform.python_version()}, torch {torch.__version__})')
 
 
-def fmt_int(v):
-    return f'{v:,}'
+def fmt_diff(d) -> str:
+    if d is None:
+        return '-'
+    if d['low'] is None:
+        return f'{d["mean"]:+.1f} (1 seed)'
+    return f'{d["mean"]:+.1f} [{d["low"]:+.1f}, {d["high"]:+.1f}]'
 
 
-def fmt_ap(v):
-    return f'{100 * v:.1f}' if v is not None and v >= 0 else 'n/a'
-
-
-def markdown(rows, args, command, started, elapsed, notes,
-             sched) -> str:
-    ref = next((r for r in rows if r['key'] == 'adamixer'), None)
-    lines = [
-        '# Parameter efficiency: a small CPU comparison',
-        '',
-        '**A small CPU sanity comparison on the synthetic shapes data, NOT '
-        'a COCO result.** Every model is trained from scratch (ResNet-18, '
-        'C = 64, 20 queries, 6 stages) with the same short schedule '
-        f'({args.epochs} epochs on the 64-image split). '
-        'Parameter counts are exact; the APs come from one seed, a short '
-        'run and 16 val images, so differences of several points are '
-        'within noise and do NOT rank the methods -- they show that every '
-        'variant trains and evaluates end to end, and how LoRITa '
-        'compression changes the model it compresses. The mean training '
-        'loss of the last epoch is given as a second, less noisy signal. '
-        'The mixing/FFN savings are those of the tiny models '
-        '(`docs/params.md` has the COCO-size counts).',
-        '',
-        f'* command: `{command}`',
-        f'* date: {started:%Y-%m-%d %H:%M} (local), wall time '
-        f'{elapsed / 60:.1f} min',
-        f'* machine: {machine()}',
-        f'* data: `{args.data_root}` (tools/misc/make_synthetic_coco.py '
-        'defaults: 64 train / 16 val images, 128 px, 3 classes); AP on '
-        'the 16 val images (COCO bbox metric)',
-        f'* schedule (all models): {args.epochs} epochs = '
-        f'{sched["iters"]} iterations of batch 4, AdamW lr {args.lr:g} '
-        '(wd 1e-4), '
-        f'{sched["warmup"]}-iteration linear warm-up, '
-        + (f'x0.1 after epochs {sched["milestones"]}'
-           if sched['milestones'] else 'no lr step') +
-        f', grad-norm clip 1.0, seed {args.seed}',
-        '* LoRITa compression: `lors_det.lors.lorita_compress` (same as '
-        '`tools/model_converters/lorita_compress.py`); the compressed '
-        'checkpoint is evaluated with the unchanged LoRITa config',
-        '',
-        '| config | decoder params | total params | AP | AP50 | '
-        'train loss (last epoch) |',
-        '|---|---:|---:|---:|---:|---:|',
-    ]
-    for r in rows:
-        dec = fmt_int(r['decoder'])
-        if ref is not None and r is not ref:
-            dec += f' ({100 * (r["decoder"] / ref["decoder"] - 1):+.1f}%)'
-        loss = f'{r["loss"]:.2f}' if r.get('loss') is not None else '-'
-        lines.append(f'| {r["label"]} | {dec} | {fmt_int(r["total"])} | '
-                     f'{fmt_ap(r["ap"])} | {fmt_ap(r["ap50"])} | {loss} |')
-    lines += ['', 'AP, AP50: COCO bbox mAP x 100 on the val images. '
-              'Percentages: decoder parameters relative to AdaMixer.', '']
-    lines += [f'* {n}' for n in notes]
-    return '\n'.join(lines) + '\n'
+def table(entries) -> str:
+    ref = next((e for e in entries if e['key'] == BASELINE), None)
+    lines = ['| config | decoder params | AP | AP50 | AP - AdaMixer '
+             '[95% CI] | AP50 - AdaMixer [95% CI] | AP per seed |',
+             '|---|---:|---:|---:|---:|---:|---|']
+    for e in entries:
+        dec = f'{e["decoder_params"]:,}'
+        if ref is not None and e is not ref:
+            dec += f' ({100 * (e["decoder_params"] / ref["decoder_params"] - 1):+.0f}%)'  # noqa: E501
+        lines.append(
+            f'| {e["label"]} | {dec} | {e["ap_mean"]:.1f} ± {e["ap_std"]:.1f}'
+            f' | {e["ap50_mean"]:.1f} ± {e["ap50_std"]:.1f} | '
+            f'{fmt_diff(e.get("ap_diff"))} | {fmt_diff(e.get("ap50_diff"))} '
+            f'| {", ".join(f"{v:.1f}" for v in e["ap"])} |')
+    return '\n'.join(lines)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    import lors_det  # noqa: F401
-    from mmdet.utils import register_all_modules
-    from lors_det.engine.convert import compress_checkpoint
-    register_all_modules(init_default_scope=False)
-    command = 'python ' + ' '.join(
-        shlex.quote(a) for a in [osp.relpath(__file__, _REPO_ROOT)] +
-        list(sys.argv[1:] if argv is None else argv))
-    started, t0 = datetime.datetime.now(), time.time()
-
-    if not osp.isfile(osp.join(args.data_root, 'annotations',
-                               'instances_val.json')):
-        from lors_det.datasets import make_synthetic_coco
-        print(f'generating the synthetic data in {args.data_root}')
-        make_synthetic_coco(args.data_root)
-
-    # read every config first: the runs use the configs as they are now,
-    # even if one is edited while this script runs
-    runs = []
-    for key, label, config in RUNS:
-        if args.only and key not in args.only:
-            continue
-        work_dir = osp.join(args.work_dir, key)
-        cfg, sched = schedule_cfg(
-            Config.fromfile(osp.join(_REPO_ROOT, config)), args.epochs,
-            work_dir, args.data_root, args.seed, args.lr)
-        runs.append((key, label, config, work_dir, cfg))
-
-    rows, notes = [], []
-    for key, label, config, work_dir, cfg in runs:
-        cfg.experiment_name = \
-            f'{key}_train_{time.strftime("%Y%m%d_%H%M%S")}'
-        t = time.time()
-        runner = build_runner(cfg)
-        runner.train()
-        loss = last_epoch_loss(runner, sched['iters'] // args.epochs)
-        del runner
-        train_min = (time.time() - t) / 60
-        ckpt = osp.join(work_dir, f'epoch_{args.epochs}.pth')
-        metrics, model = evaluate(cfg, ckpt, osp.join(work_dir, 'test'),
-                                  f'{key}_test')
-        dec, total = counts(model)
-        rows.append(dict(key=key, label=label, decoder=dec, total=total,
-                         loss=loss, ap=metrics.get('coco/bbox_mAP'),
-                         ap50=metrics.get('coco/bbox_mAP_50')))
-        notes.append(f'{label}: `{config}`, trained in {train_min:.1f} min')
-        print(f'[{label}] decoder {dec:,} total {total:,} '
-              f'AP {fmt_ap(rows[-1]["ap"])} AP50 {fmt_ap(rows[-1]["ap50"])}',
-              flush=True)
-        if key != 'lorita':
-            continue
-        for method, value in args.compress_specs:
-            tag = f'{method}{value}'
-            out = osp.join(work_dir, f'compressed_{tag}.pth')
-            # trusted: the checkpoint this script has just written
-            report, _ = compress_checkpoint(cfg, ckpt, out, method, value,
-                                            trusted=True)
-            metrics, model = evaluate(cfg, out,
-                                      osp.join(work_dir, f'test_{tag}'),
-                                      f'{key}_test_{tag}')
-            dec, total = counts(model)
-            how = {'energy': f'per-layer energy {value}',
-                   'ratio': f'global ratio {value}',
-                   'rank': f'rank {value}'}[method]
-            rows.append(dict(key=f'lorita_{tag}',
-                             label=f'AdaMixer+LoRITa, compressed ({how})',
-                             decoder=dec, total=total,
-                             ap=metrics.get('coco/bbox_mAP'),
-                             ap50=metrics.get('coco/bbox_mAP_50')))
-            ffn = [r.rank for r in report.layers if '.ffn.' in r.name]
-            proj = [r.rank for r in report.layers if 'out_proj' in r.name]
-            notes.append(
-                f'LoRITa compressed with `--{method} {value}`: ranks kept '
-                f'FFN fc1/fc2 (stages 0-5) {ffn}, mixing out_proj (stages '
-                f'0-5) {proj} of max 64; LoRITa layers '
-                f'{report.lorita_params_before:,} -> '
-                f'{report.lorita_params_after:,} parameters (dense '
-                f'equivalent {sum(r.dense_params for r in report.layers):,})')
-            print(f'[{rows[-1]["label"]}] decoder {dec:,} total {total:,} '
-                  f'AP {fmt_ap(rows[-1]["ap"])} '
-                  f'AP50 {fmt_ap(rows[-1]["ap50"])}', flush=True)
-
-    text = markdown(rows, args, command, started, time.time() - t0, notes,
-                    sched)
+    if args.run:
+        return run_one(args, args.run[0], int(args.run[1]))
+    command = 'python ' + ' '.join(shlex.quote(a) for a in [
+        osp.relpath(osp.abspath(__file__), REPO_ROOT)] + list(
+            sys.argv[1:] if argv is None else argv))
+    started, t0 = datetime.datetime.now(datetime.timezone.utc), time.time()
+    keys = [k for k, _, _ in RUNS
+            if k == BASELINE or not args.only or k in args.only]
+    for key in keys:  # every config's data, before any run starts
+        ensure_data(load_cfg(dict((k, c) for k, _, c in RUNS)[key],
+                             args.quick, args.data_root))
+    entries = summarise(run_all(args, keys))
+    wall = (time.time() - t0) / 60
+    header = [f'command: `{command}`',
+              f'date: {started:%Y-%m-%d %H:%M} UTC, wall time {wall:.1f} '
+              f'min ({args.jobs} runs at a time, {args.threads} thread(s) '
+              'each)',
+              f'machine: {machine()}',
+              f'seeds: {args.seeds}; quick: {args.quick}']
+    text = '\n'.join(f'* {h}' for h in header) + '\n\n' + table(entries)
     print(text)
-    if args.out:
-        if osp.dirname(args.out):
-            os.makedirs(osp.dirname(args.out), exist_ok=True)
-        with open(args.out, 'w') as f:
-            f.write(text)
-        print(f'wrote {args.out}')
+    with open(osp.join(args.work_dir, 'study.md'), 'w') as f:
+        f.write(text + '\n')
+    with open(osp.join(args.work_dir, 'study.json'), 'w') as f:
+        json.dump(dict(command=command, started=started.isoformat(),
+                       wall_minutes=wall, seeds=args.seeds,
+                       quick=args.quick, configs=entries), f, indent=1)
+    expected = {k for k in keys} | ({f'{LORITA_KEY}@{m}={v}'
+                                     for m, v in args.compress_specs}
+                                    if LORITA_KEY in keys else set())
+    complete = {e['key'] for e in entries
+                if sorted(e['seeds']) == sorted(args.seeds)}
+    return 0 if complete == expected else 1
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

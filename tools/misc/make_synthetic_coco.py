@@ -2,8 +2,14 @@
 
 Usage:
     python tools/misc/make_synthetic_coco.py [--out data/synthetic]
-        [--num-train 64] [--num-val 16] [--img-size 128] [--seed 0]
-        [--max-objects 4] [--force]
+        [--preset shapes] [--num-train 64] [--num-val 16] [--img-size 128]
+        [--seed 0] [--max-objects 4] [--force]
+
+``--preset hard`` makes the harder data of the proxy study (9 colour x shape
+classes, 8-96 px objects on 256 px images, occlusion and clutter; defaults
+1024 train / 256 val images, up to 12 objects);
+see ``lors_det/datasets/synthetic_coco.py``. Sizes not given take the
+preset's defaults.
 
 The settings are stored in ``OUT/meta.json``; if the output already exists
 with the same settings nothing is regenerated unless ``--force`` is given.
@@ -15,6 +21,7 @@ import os.path as osp
 import sys
 
 from lors_det.datasets import make_synthetic_coco
+from lors_det.datasets.synthetic_coco import PRESETS
 
 
 def parse_args():
@@ -22,12 +29,20 @@ def parse_args():
         description='Generate a small synthetic COCO-format shapes dataset.')
     parser.add_argument('--out', default='data/synthetic',
                         help='output root (default: data/synthetic)')
-    parser.add_argument('--num-train', type=int, default=64)
-    parser.add_argument('--num-val', type=int, default=16)
-    parser.add_argument('--img-size', type=int, default=128,
-                        help='square image side in pixels (>= 32)')
+    parser.add_argument('--preset', choices=sorted(PRESETS),
+                        default='shapes',
+                        help='shapes (3 classes, default) or hard (9 '
+                        'classes, clutter, occlusion, 256 px)')
+    parser.add_argument('--num-train', type=int,
+                        help='default: 64 (shapes), 1024 (hard)')
+    parser.add_argument('--num-val', type=int,
+                        help='default: 16 (shapes), 256 (hard)')
+    parser.add_argument('--img-size', type=int,
+                        help='square image side in pixels (>= 32); '
+                        'default: 128 (shapes), 256 (hard)')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--max-objects', type=int, default=4)
+    parser.add_argument('--max-objects', type=int,
+                        help='default: 4 (shapes), 12 (hard)')
     parser.add_argument('--force', action='store_true',
                         help='regenerate even if the output is up to date')
     return parser.parse_args()
@@ -49,9 +64,13 @@ def is_up_to_date(out, settings):
 
 def main():
     args = parse_args()
-    settings = dict(num_train=args.num_train, num_val=args.num_val,
-                    img_size=args.img_size, seed=args.seed,
-                    max_objects=args.max_objects)
+    given = dict(num_train=args.num_train, num_val=args.num_val,
+                 img_size=args.img_size, seed=args.seed,
+                 max_objects=args.max_objects)
+    settings = {k: PRESETS[args.preset][k] if v is None else v
+                for k, v in given.items()}
+    if args.preset != 'shapes':  # meta.json of default data stays as it was
+        settings['preset'] = args.preset
     if not args.force and is_up_to_date(args.out, settings):
         print(f'{args.out} is up to date ({settings}); '
               'use --force to regenerate.')
