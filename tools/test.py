@@ -16,6 +16,7 @@ The checkpoint is read and checked against the model before anything runs
 tensors, finite, same shapes and dtypes).
 """
 import argparse
+import logging
 import os
 import os.path as osp
 import sys
@@ -24,6 +25,7 @@ from copy import deepcopy
 
 from mmengine import ConfigDict
 from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 import lors_det  # noqa: F401  (populates plugin registries)
@@ -183,15 +185,22 @@ def main():
             sys.exit(f'error: {e}')
         del checkpoint
     if args.merge_lors:
-        # load now, then merge; runner.test() does not load again
-        runner.load_checkpoint(args.checkpoint, map_location='cpu')
         model = runner.model
         while hasattr(model, 'module'):  # DDP / TTA wrappers
             model = model.module
-        try:
-            model.merge_lors()
-        except (AttributeError, ValueError) as e:
-            sys.exit(f'error: --merge-lors: {e}')
+        if not getattr(model, 'has_lors', False):
+            # nothing to fold: the config has no LORS layer
+            print_log(
+                f'--merge-lors: {args.config} has no LORS layer '
+                '(decoder.mixing.lorsa / lorst unset); evaluating it as is',
+                logger='current', level=logging.WARNING)
+        else:
+            # load now, then merge; runner.test() does not load again
+            runner.load_checkpoint(args.checkpoint, map_location='cpu')
+            try:
+                model.merge_lors()
+            except ValueError as e:  # non-finite merged weights
+                sys.exit(f'error: --merge-lors: {e}')
 
     # add `DumpResults` dummy metric
     if args.out is not None:

@@ -123,6 +123,8 @@ class LORSWrapper(BaseModel):
                 'unmerge_lors() before training')
         return self.detector(inputs, data_samples, mode)
 
+    has_lors = True  # ``share`` is never empty
+
     @property
     def lors_merged(self) -> bool:
         return any(s.merged for shared in self.lors.values()

@@ -51,8 +51,14 @@ def test_metafiles_list_every_config_honestly():
         assert (m['Metadata']['Queries'] ==
                 cfg.model.query_generator.num_queries), m['Name']
         backbone = cfg.model.backbone
-        expected = ('Swin-S' if 'Swin' in backbone.type else
-                    f'ResNet-{backbone.depth}')
+        if 'Swin' in backbone.type:
+            expected = 'Swin-S'
+        elif backbone.type == 'ResNeXt':
+            expected = (f'ResNeXt-{backbone.depth}-{backbone.groups}x'
+                        f'{backbone.base_width}d' +
+                        ('-DCN' if backbone.get('dcn') else ''))
+        else:
+            expected = f'ResNet-{backbone.depth}'
         assert m['Metadata']['Backbone'] == expected, m['Name']
 
 

@@ -96,3 +96,38 @@ def test_coco_recipe_losses_and_matching_costs():
         ablation.model.backbone.init_cfg = None
         decoder = MODELS.build(ablation.model).decoder
         assert decoder.stage_loss_weights == [1.0] * n
+
+
+@pytest.mark.parametrize('path', [
+    'configs/adamixer/adamixer_x101-dcn_300q_8xb2-crop-ms-480-800-3x_coco.py',
+    'configs/lors/adamixer-lors_x101-dcn_300q_8xb2-crop-ms-480-800-3x_coco.py'
+])
+def test_x101_dcn_configs_run_mmcv_deformable_conv_on_cpu(path):
+    """The official model zoo's X101-DCN (ResNeXt-101 32x4d, mmcv's DCN in
+    stages 2-4, published AP 49.5) builds at full size and predicts once
+    on the CPU through mmcv's deformable convolution."""
+    from mmcv.ops import DeformConv2dPack
+    from mmdet.structures import DetDataSample
+    cfg = load_config(path)
+    assert cfg.model.backbone.init_cfg.checkpoint == \
+        'open-mmlab://resnext101_32x4d'
+    cfg.model.backbone.init_cfg = None  # no weights offline
+    model = MODELS.build(cfg.model).eval()
+    backbone = model.backbone
+    assert (type(backbone).__name__, backbone.groups,
+            backbone.base_width) == ('ResNeXt', 32, 4)
+    dcn = [[isinstance(block.conv2, DeformConv2dPack) for block in layer]
+           for layer in (backbone.layer1, backbone.layer2, backbone.layer3,
+                         backbone.layer4)]
+    assert [set(d) for d in dcn] == [{False}, {True}, {True}, {True}]
+    assert [len(d) for d in dcn] == [3, 4, 23, 3]
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 128, 160)
+    sample = DetDataSample(metainfo=dict(
+        img_shape=(128, 160), ori_shape=(128, 160), scale_factor=(1., 1.),
+        batch_input_shape=(128, 160)))
+    with torch.no_grad():
+        pred = model(image, [sample], mode='predict')[0].pred_instances
+    assert pred.bboxes.shape == (300, 4)
+    assert torch.isfinite(pred.bboxes).all()
+    assert (pred.scores >= 0).all() and (pred.scores <= 1).all()

@@ -356,3 +356,20 @@ def test_resume_from_another_architecture_is_refused(train_config, tmp_path):
     assert proc.returncode != 0
     assert str(ckpt) in proc.stdout and 'does not fit' in proc.stdout
     assert not glob.glob(str(work_dir / '*.pth'))  # nothing trained
+
+
+def test_merge_lors_on_a_config_without_lors_warns(train_config, tmp_path):
+    """``--merge-lors`` on a plain AdaMixer config has nothing to fold: a
+    warning naming the config, then the usual evaluation."""
+    from builders import load_config
+    from mmdet.registry import MODELS
+    config = write_tiny_config(tmp_path / 'adamixer_tiny.py',
+                               osp.join(osp.dirname(train_config), 'data'),
+                               lors=False, validate=True)
+    ckpt = tmp_path / 'adamixer.pth'
+    model = MODELS.build(load_config(config).model)
+    torch.save(dict(state_dict=model.state_dict()), ckpt)
+    proc = _run([sys.executable, TEST, config, str(ckpt), '--work-dir',
+                 str(tmp_path / 'test'), '--merge-lors'])
+    assert f'--merge-lors: {config} has no LORS layer' in proc.stdout
+    assert 'coco/bbox_mAP' in proc.stdout

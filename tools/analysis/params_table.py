@@ -70,8 +70,8 @@ def _pct(value, ref):
 def find_configs(root=_REPO_ROOT):
     paths = glob.glob(osp.join(root, 'configs', '**', '*.py'), recursive=True)
     rel = [osp.relpath(p, root) for p in paths]
-    return sorted(p for p in rel
-                  if not p.startswith(osp.join('configs', '_base_')))
+    # ``_base_`` folders hold fragments (no model), wherever they are
+    return sorted(p for p in rel if '_base_' not in p.split(osp.sep))
 
 
 def table(configs):

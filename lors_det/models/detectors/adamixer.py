@@ -88,6 +88,11 @@ class AdaMixer(BaseDetector):
         return [m for m in self.modules() if isinstance(m, MergeableStack)]
 
     @property
+    def has_lors(self) -> bool:
+        """Whether the model has a LORS stack (LORSA or LORST) to merge."""
+        return bool(self._lors_stacks())
+
+    @property
     def lors_merged(self) -> bool:
         """Whether :meth:`merge_lors` is in effect."""
         return any(m.merged for m in self._lors_stacks())
