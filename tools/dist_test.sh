@@ -2,7 +2,8 @@
 # Adapted from mmdetection tools/dist_test.sh (v3.3.0), Apache-2.0.
 # Usage: tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args...]
 # Env: NNODES (1), NODE_RANK (0), MASTER_ADDR (127.0.0.1), PORT (29500),
-#      PYTHON (python). Without CUDA, the GPUS processes run on CPU (gloo).
+#      PYTHON (the repo's .venv/bin/python if present, else python).
+#      Without CUDA, the GPUS processes run on CPU (gloo).
 
 CONFIG=$1
 CHECKPOINT=$2
@@ -11,6 +12,9 @@ NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
+# the repo's .venv (made by `make install`) unless PYTHON is set
+VENV_PYTHON="$(dirname "$0")/../.venv/bin/python"
+if [ -z "${PYTHON:-}" ] && [ -x "$VENV_PYTHON" ]; then PYTHON=$VENV_PYTHON; fi
 PYTHON=${PYTHON:-python}
 
 PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
