@@ -100,15 +100,18 @@ def per_layer(name: str, value: Union[int, Sequence[int]],
 
     Example: ``per_layer('num_factors', [1, 1, 2, 2, 3, 3], 6)``.
     """
-    if isinstance(value, int) and not isinstance(value, bool):
+    if _is_int(value):
         values = [value] * num_layers
-    else:
+    elif isinstance(value, (list, tuple)):
         values = list(value)
         if len(values) != num_layers:
             raise ValueError(
                 f'{name} has {len(values)} entries {values} but there are '
                 f'{num_layers} stacked layers (num_stages); give one value '
                 f'per layer or a single int')
+    else:
+        raise TypeError(f'{name} must be an int or a list of {num_layers} '
+                        f'ints (one per stacked layer), got {_got(value)}')
     for i, v in enumerate(values):
         check_positive(f'{name}[{i}]', v)
     return values

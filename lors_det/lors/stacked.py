@@ -9,7 +9,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from .checks import check_positive
+from .checks import check_keys, check_positive
 from .lorita import LoRITaLinear
 from .lorsa import split_matrices
 
@@ -19,7 +19,9 @@ def make_linear(in_features: int, out_features: int,
     """``nn.Linear`` with AdaMixer's init (Xavier-uniform weight, default
     bias), or a :class:`~.lorita.LoRITaLinear` when ``lorita`` is given."""
     if lorita is not None:
-        return LoRITaLinear(in_features, out_features, **lorita)
+        return LoRITaLinear(
+            in_features, out_features,
+            **check_keys('lorita', lorita, ('num_factors', 'rank')))
     layer = nn.Linear(in_features, out_features)
     nn.init.xavier_uniform_(layer.weight)
     return layer

@@ -53,6 +53,9 @@ def test_per_layer_and_rank():
         per_layer('K', [1, 2], 3)
     with pytest.raises(ValueError, match=r'K\[1\] must be a positive'):
         per_layer('K', [1, 0, 2], 3)
+    with pytest.raises(TypeError, match=r'K must be an int or a list of 3 '
+                       r'ints .*got 1.5 \(float\)'):
+        per_layer('K', 1.5, 3)
     assert check_rank('r', 4, 4, 9) == 4
     with pytest.raises(ValueError, match='r=5 is larger'):
         check_rank('r', 5, 4, 9)

@@ -90,7 +90,15 @@ CLEAR = {
     # (the messages name the config block and list the accepted keys,
     # which Python's own keyword error does not)
     'typo-in-lorsa': (LORS_CFG, dict(mixing=dict(lorsa=dict(rnak=8))), {},
-                      TypeError, ["mixing.lorsa: ", "'rnak'"]),
+                      TypeError, ["mixing.lorsa: unknown key 'rnak'",
+                                  "accepted: 'rank', 'num_factors'"]),
+    'typo-in-lorst': (LORS_CFG, dict(mixing=_lors(lorst=dict(use_shard=0))),
+                      {}, TypeError, ["mixing.lorst: unknown key "
+                                      "'use_shard'", "'use_shared'"]),
+    'lorst-num-factors-float':
+    (LORS_CFG, dict(mixing=_lors(lorst=dict(num_factors=1.5))), {},
+     TypeError, ['mixing.lorst: num_factors must be an int or a list of 6',
+                 '1.5 (float)']),
     'typo-in-mixing': (ADAMIXER_CFG, dict(mixing=dict(lorsaa=dict(rank=8))),
                        {}, TypeError, ["decoder.mixing: unknown key 'lorsaa'",
                                        "accepted: 'lorsa', 'lorst'"]),

@@ -28,7 +28,7 @@ from mmdet.registry import MODELS
 
 from ...lors import (LORSAGenerator, LORSTLinear, StackedGenerator,
                      StackedLinear, autocast_dtype)
-from ...lors.checks import config_block
+from ...lors.checks import check_keys, config_block
 
 
 def mix(x: torch.Tensor, M: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
@@ -65,6 +65,10 @@ def _mix(x: torch.Tensor, M: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
     out = F.relu(F.layer_norm(out, (P_in, c)), inplace=True)
     out = S @ out
     return F.relu(F.layer_norm(out, (P_out, c)), inplace=True)
+
+
+# the arguments of LORSAGenerator and LORSTLinear a config may set
+LORS_KEYS = ('rank', 'num_factors', 'use_shared', 'use_private')
 
 
 @MODELS.register_module()
@@ -107,6 +111,7 @@ class AdaptiveMixing(nn.Module):
             self.generator = StackedGenerator(content_dim, shapes, num_groups,
                                               num_stages)
         else:
+            check_keys('mixing.lorsa', lorsa, LORS_KEYS)
             with config_block('mixing.lorsa'):
                 self.generator = LORSAGenerator(content_dim, shapes,
                                                 num_groups, num_stages,
@@ -119,6 +124,7 @@ class AdaptiveMixing(nn.Module):
             raise ValueError('AdaptiveMixing: lorst and out_proj_lorita both '
                              'set; choose one for the output linear')
         else:
+            check_keys('mixing.lorst', lorst, LORS_KEYS)
             with config_block('mixing.lorst'):
                 self.out_proj = LORSTLinear(mixed, content_dim, num_stages,
                                             **lorst)
