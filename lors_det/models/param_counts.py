@@ -127,6 +127,13 @@ def model_param_counts(model: nn.Module) -> Dict[str, Dict[str, int]]:
         ``{part: counts}`` for :data:`DECODER_PARTS` and, only if some
         decoder parameter belongs to none of them, ``'rest'``.
     """
+    missing = [name for name in COMPONENTS if not hasattr(model, name)]
+    if missing:
+        raise TypeError(
+            f'parameter counts by component are defined for AdaMixer models '
+            f'({", ".join(COMPONENTS)}); a {type(model).__name__} has no '
+            f'{", ".join(missing)} (a LORSWrapper logs its shared / private '
+            'counts when it is built: docs/lors_mmdet.md)')
     counts = {name: count_parameters(getattr(model, name))
               for name in COMPONENTS}
     counts['total'] = count_parameters(model)

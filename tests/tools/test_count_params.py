@@ -306,3 +306,15 @@ def test_cli_text():
                  'mixing.out_proj', 'mixing.norms'):
         assert name in out, name
     assert f'{expected_decoder(SPECS[LORS])["total"]:,}' in out
+
+
+def test_a_model_that_is_not_adamixer_is_refused_by_name():
+    """LORSWrapper configs have no AdaMixer components to count: the tool
+    says so and where their counts are, instead of an AttributeError."""
+    config = ('projects/lors_mmdet/configs/synthetic/'
+              'dino-4scale-lors_tiny_synthetic.py')
+    proc = _run(config)
+    assert proc.returncode == 1
+    assert 'error: ' + config in proc.stderr
+    assert 'LORSWrapper has no backbone' in proc.stderr
+    assert 'Traceback' not in proc.stderr

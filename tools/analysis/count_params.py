@@ -21,6 +21,7 @@ The counting lives in :mod:`lors_det.models.param_counts`.
 """
 import argparse
 import json
+import sys
 from typing import Dict
 
 
@@ -84,7 +85,10 @@ def format_counts(counts: Dict[str, Dict[str, int]],
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config)
-    counts = param_counts(cfg)
+    try:
+        counts = param_counts(cfg)
+    except TypeError as e:
+        sys.exit(f'error: {args.config}: {e}')
     if args.json:
         print(json.dumps(json_summary(counts), sort_keys=False))
     else:
