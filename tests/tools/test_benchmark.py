@@ -71,3 +71,28 @@ def test_benchmark_rejects_a_missing_config_and_zero_rounds():
         [sys.executable, 'tools/analysis/benchmark.py', SYNTHETIC['lors'],
          '--rounds', '0'], cwd=REPO, capture_output=True, text=True)
     assert out.returncode != 0 and '--rounds' in out.stderr
+
+
+def test_mixing_mode_times_one_mixing_call_per_stage():
+    """``--mixing STAGE``: the three phases of one mixing call, the stage
+    and its K, and the parameters of the mixing module, not the decoder."""
+    cfg = SYNTHETIC['lors']
+    out = subprocess.run(
+        [sys.executable, 'tools/analysis/benchmark.py', SYNTHETIC['adamixer'],
+         cfg, cfg + ':merged', '--mixing', '5', '--json', '--warmup', '0',
+         '--repeats', '1'],
+        cwd=REPO, capture_output=True, text=True, check=True)
+    results = json.loads(out.stdout)
+    lors = build_model(cfg).decoder.mixing
+    assert [r['num_factors'] for r in results] == [
+        None, lors.generator.num_factors[5], lors.generator.num_factors[5]]
+    for r, name in zip(results, ('adamixer', 'lors', 'lors')):
+        assert r['mixing_stage'] == 5
+        assert {'forward', 'train', 'infer'} <= set(r)
+        assert 'decoder_params' not in r
+        mixing = build_model(SYNTHETIC[name]).decoder.mixing
+        assert r['mixing_params'] == count_parameters(mixing)['total']
+    bad = subprocess.run(
+        [sys.executable, 'tools/analysis/benchmark.py', cfg, '--mixing', '6'],
+        cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode != 0 and '--mixing 6' in bad.stderr

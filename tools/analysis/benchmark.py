@@ -4,6 +4,7 @@ shapes, for several configs side by side.
     python tools/analysis/benchmark.py CONFIG[:merged] [CONFIG ...]
         [--device cpu|cuda] [--amp] [--json] [--whole-model]
         [--batch 2] [--shape 800 1333] [--warmup 2] [--repeats 5]
+        [--rounds 1] [--mixing STAGE]
 
 Decoder numbers use random neck features of an HxW image (strides 4-32, C
 channels), the config's queries and random ground truth (10 boxes per
@@ -19,6 +20,11 @@ Each config runs in its own subprocess so peak memory is its own: CUDA
 ``max_memory_allocated``; CPU the growth of the resident set's high-water
 mark (reset through /proc/self/clear_refs) over the phase. Times are the
 median over ``--repeats`` after ``--warmup`` runs, with min and max.
+
+``--mixing STAGE`` times one ``decoder.mixing`` call of that stage instead
+(generator, ACM/ASM, output linear and LayerNorm on random sampled
+features; ``train`` is forward + backward, no optimizer), e.g. the LORS
+stages with K = 1 (stage 0) and K = 3 (stage 5).
 
 ``--rounds R`` runs all configs R times, alternating their order, and
 reports the median over rounds; the ratios are medians of the per-round
@@ -167,10 +173,13 @@ def measure(spec, args):
         with torch.no_grad(), amp:
             decoder.predict(feats, xyzr, query, samples, rescale=False)
 
-    decoder.train()
     res = dict(config=osp.relpath(path, REPO), merged=merged, amp=args.amp,
                device=str(device), batch=args.batch, shape=list(args.shape),
                num_queries=model.num_queries)
+    if args.mixing is not None:
+        return dict(res, **measure_mixing(model, merged, args, device, amp,
+                                          gen))
+    decoder.train()
     res['forward'] = timed(forward, device, args.warmup, args.repeats)
     res['train'] = timed(
         lambda: train_step(decoder, optim, lambda: decoder.loss(
@@ -208,6 +217,53 @@ def measure(spec, args):
     return res
 
 
+def measure_mixing(model, merged, args, device, amp, gen):
+    """``--mixing STAGE``: one ``decoder.mixing`` call of that stage
+    (generator, ACM/ASM, output linear, LayerNorm) on random sampled
+    features (B, N, G, P_in, C/G) and queries (B, N, C): ``forward``
+    (training mode), ``train`` (forward + backward) and ``infer`` (eval, no
+    grad; after ``model.merge_lors()`` for ``:merged``)."""
+    mixing, stage = model.decoder.mixing, args.mixing
+    if not 0 <= stage < len(mixing.norms):
+        sys.exit(f'error: --mixing {stage}: the decoder has stages 0..'
+                 f'{len(mixing.norms) - 1}')
+    C, G = model.decoder.stages[0].attention.embed_dim, mixing.num_groups
+    shape = (args.batch, model.num_queries)
+    x = torch.randn(*shape, G, mixing.in_points, C // G, device=device,
+                    generator=gen)
+    query = torch.randn(*shape, C, device=device, generator=gen,
+                        requires_grad=True)
+
+    def forward():
+        with amp:
+            return mixing(x, query, stage)
+
+    def train():
+        mixing.zero_grad(set_to_none=True)
+        forward().float().square().mean().backward()
+
+    def infer():
+        with torch.no_grad():
+            forward()
+
+    from lors_det.lors import count_parameters
+    factors = getattr(mixing.generator, 'num_factors', None)
+    out = dict(mixing_stage=stage,
+               num_factors=factors[stage] if factors else None)
+    mixing.train()
+    out['forward'] = timed(forward, device, args.warmup, args.repeats)
+    out['train'] = timed(train, device, args.warmup, args.repeats)
+    mixing.eval()
+    if merged:
+        model.merge_lors()
+    out['infer'] = timed(infer, device, args.warmup, args.repeats)
+    counts = count_parameters(mixing)
+    out.update(mixing_params=counts['total'],
+               mixing_shared=counts['shared'],
+               mixing_private=counts['private'])
+    return out
+
+
 PHASES = ('forward', 'train', 'infer', 'model_train', 'model_infer')
 
 
@@ -233,14 +289,19 @@ def combine(rounds):
 def table(results):
     base = results[0]
     phases = [p for p in PHASES if p in base]
-    head = ['config', 'dec. params', 'optim MB'] + [
+    part = 'mixing' if 'mixing_stage' in base else 'decoder'
+    head = ['config', f'{part} params', 'optim MB'] + [
         f'{p} ms (x)' for p in phases] + [f'{p} peak MB' for p in phases]
     rows = []
     for r in results:
         name = r['config'] + (' :merged' if r['merged'] else '')
-        row = [name, f"{r['decoder_params'] / 1e6:.2f}M "
-               f"({r['decoder_params'] / base['decoder_params']:.2f}x)",
-               f"{r['optim_state_mb']:.0f}"]
+        if 'mixing_stage' in r:
+            name += f" stage {r['mixing_stage']}" + (
+                f" (K={r['num_factors']})" if r['num_factors'] else '')
+        params = r[f'{part}_params']
+        row = [name, f"{params / 1e6:.2f}M "
+               f"({params / base[f'{part}_params']:.2f}x)",
+               f"{r['optim_state_mb']:.0f}" if 'optim_state_mb' in r else '-']
         for p in phases:
             row.append(f"{r[p]['ms']:.0f} [{r[p]['min_ms']:.0f}-"
                        f"{r[p]['max_ms']:.0f}] ({r[p]['ratio']:.2f}x)")
@@ -268,6 +329,9 @@ def parse_args(argv=None):
     parser.add_argument('--num-gts', type=int, default=10)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--mixing', type=int, metavar='STAGE',
+                        help='time one decoder.mixing call of this stage '
+                        'instead of the decoder (params: the mixing\'s)')
     parser.add_argument('--rounds', type=int, default=1,
                         help='run all configs this many times, alternating '
                         'their order; report medians over rounds')
@@ -312,8 +376,10 @@ def main():
     if args.json:
         print(json.dumps(results, indent=1))
     else:
+        what = ('one mixing call' if args.mixing is not None else
+                f'input {args.shape[0]}x{args.shape[1]}')
         print(f'device {args.device}, amp {args.amp}, batch {args.batch}, '
-              f'input {args.shape[0]}x{args.shape[1]}, median of '
+              f'{what}, median of '
               f'{args.repeats} runs x {args.rounds} rounds [min-max] '
               '(median per-round ratio to the first config)')
         print(table(results))
