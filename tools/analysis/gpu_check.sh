@@ -16,7 +16,8 @@
 # --device cpu runs the same steps on the CPU to check the script itself:
 # the cuda tests skip, the benchmark autocasts to bf16, and training runs
 # without --amp (AmpOptimWrapper is CUDA-only). --quick: a small benchmark
-# (the tiny synthetic configs, batch 1, 128x128 input, 1 repeat, 1 round).
+# (the tiny synthetic LORS config unmerged and merged, batch 1, 128x128
+# input, 1 repeat, 1 round).
 # Exit status: 0 when every step passed, 1 when one failed, 2 on bad usage.
 set -uo pipefail
 
@@ -104,8 +105,7 @@ step "pytest -m cuda" pytest_cuda.log \
 
 # 2. the benchmark, float32 and autocast
 if [ "$QUICK" = 1 ]; then
-    BENCH=(configs/synthetic/adamixer_tiny_synthetic.py
-           configs/synthetic/adamixer-lors_tiny_synthetic.py
+    BENCH=(configs/synthetic/adamixer-lors_tiny_synthetic.py
            configs/synthetic/adamixer-lors_tiny_synthetic.py:merged)
     BENCH_ARGS=(--batch 1 --shape 128 128 --warmup 0 --repeats 1 --rounds 1)
 else
