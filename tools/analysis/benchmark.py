@@ -46,6 +46,8 @@ import time
 
 import torch
 
+from lors_det.engine.tables import markdown_table
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 STRIDES = (4, 8, 16, 32)
 
@@ -307,10 +309,7 @@ def table(results):
                        f"{r[p]['max_ms']:.0f}] ({r[p]['ratio']:.2f}x)")
         row += [f"{r[p]['peak_mb']:.0f}" for p in phases]
         rows.append(row)
-    lines = ['| ' + ' | '.join(head) + ' |',
-             '|' + '---|' * len(head)]
-    lines += ['| ' + ' | '.join(row) + ' |' for row in rows]
-    return '\n'.join(lines)
+    return markdown_table(head, rows)
 
 
 def parse_args(argv=None):

@@ -327,20 +327,22 @@ def fmt_diff(d) -> str:
 
 
 def table(entries) -> str:
+    from lors_det.engine.tables import markdown_table
     ref = next((e for e in entries if e['key'] == BASELINE), None)
-    lines = ['| config | decoder params | AP | AP50 | AP - AdaMixer '
-             '[95% CI] | AP50 - AdaMixer [95% CI] | AP per seed |',
-             '|---|---:|---:|---:|---:|---:|---|']
+    header = ('config', 'decoder params', 'AP', 'AP50',
+              'AP - AdaMixer [95% CI]', 'AP50 - AdaMixer [95% CI]',
+              'AP per seed')
+    rows = []
     for e in entries:
         dec = f'{e["decoder_params"]:,}'
         if ref is not None and e is not ref:
             dec += f' ({100 * (e["decoder_params"] / ref["decoder_params"] - 1):+.0f}%)'  # noqa: E501
-        lines.append(
-            f'| {e["label"]} | {dec} | {e["ap_mean"]:.1f} ± {e["ap_std"]:.1f}'
-            f' | {e["ap50_mean"]:.1f} ± {e["ap50_std"]:.1f} | '
-            f'{fmt_diff(e.get("ap_diff"))} | {fmt_diff(e.get("ap50_diff"))} '
-            f'| {", ".join(f"{v:.1f}" for v in e["ap"])} |')
-    return '\n'.join(lines)
+        rows.append((e['label'], dec,
+                     f'{e["ap_mean"]:.1f} ± {e["ap_std"]:.1f}',
+                     f'{e["ap50_mean"]:.1f} ± {e["ap50_std"]:.1f}',
+                     fmt_diff(e.get('ap_diff')), fmt_diff(e.get('ap50_diff')),
+                     ', '.join(f'{v:.1f}' for v in e['ap'])))
+    return markdown_table(header, rows, numeric=(False, ) + (True, ) * 5)
 
 
 def main(argv=None):

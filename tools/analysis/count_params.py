@@ -25,6 +25,7 @@ import sys
 from typing import Dict
 
 
+from lors_det.engine.tables import text_table
 from lors_det.models.param_counts import (COMPONENTS, describe_decoder,
                                           json_summary, load_config,
                                           param_counts)
@@ -67,18 +68,8 @@ def format_counts(counts: Dict[str, Dict[str, int]],
                     label += ' (all stages summed)'
                 row(label, c, split=True)
     row('total', counts['total'])
-    widths = [max(len(r[i]) for r in (header, *rows))
-              for i in range(len(header))]
     lines = [description] if description else []
-
-    def line(r):
-        return '  '.join([r[0].ljust(widths[0])] +
-                         [r[i].rjust(widths[i])
-                          for i in range(1, len(r))]).rstrip()
-
-    lines.append(line(header))
-    lines.append('  '.join('-' * w for w in widths))
-    lines.extend(line(r) for r in rows)
+    lines.append(text_table(header, rows))
     return '\n'.join(lines)
 
 

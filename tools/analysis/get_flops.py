@@ -66,6 +66,7 @@ from mmengine.analysis import FlopAnalyzer
 from mmengine.analysis.jit_handles import get_shape
 from mmengine.config import Config, DictAction
 
+from lors_det.engine.tables import text_table
 from lors_det.models.param_counts import build_model
 
 
@@ -291,14 +292,7 @@ def format_result(res: Dict[str, Any], description: str = '') -> str:
     header = ('module', 'FLOPs', 'params')
     body = [(n, _g(f), '-' if p is None else f'{p:,}')
             for n, f, p in res['rows']]
-    widths = [max(len(r[i]) for r in (header, *body)) for i in range(3)]
-
-    def line(r):
-        return '  '.join([r[0].ljust(widths[0]), r[1].rjust(widths[1]),
-                          r[2].rjust(widths[2])])
-
-    lines += [line(header), '  '.join('-' * x for x in widths)]
-    lines += [line(r) for r in body]
+    lines.append(text_table(header, body))
     lines.append('')
     lines.append('decoder FLOPs by operator: ' + ', '.join(
         f'{op} {_g(v)}'

@@ -18,6 +18,7 @@ import argparse
 import glob
 import os.path as osp
 
+from lors_det.engine.tables import markdown_table
 from lors_det.models.param_counts import (decoder_settings, load_config,
                                           param_counts, reduction)
 
@@ -83,8 +84,7 @@ def table(configs):
     header = ('config', 'queries', 'G×P_in', 'backbone', 'neck', 'query gen',
               'decoder', 'decoder shared / private', 'total',
               'decoder vs AdaMixer 2×64', 'decoder vs AdaMixer 4×32')
-    lines = ['| ' + ' | '.join(header) + ' |',
-             '|' + '|'.join(['---'] + ['--:'] * (len(header) - 1)) + '|']
+    rows = []
     for config in configs:
         path = osp.join(_REPO_ROOT, config)
         cfg = load_config(path)
@@ -103,8 +103,9 @@ def table(configs):
             cells.append(
                 _pct(dec['total'], ref_count)
                 if _comparable(s, ref_settings) else '-')
-        lines.append('| ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines)
+        rows.append(cells)
+    return markdown_table(header, rows,
+                          numeric=[False] + [True] * (len(header) - 1))
 
 
 def main(argv=None):

@@ -29,6 +29,7 @@ import sys
 
 from lors_det.engine.checkpoint import TRUST_ENV, CheckpointError
 from lors_det.engine.convert import compress_checkpoint
+from lors_det.engine.tables import text_table
 from lors_det.lors.lorita_compress import (CompressionReport,
                                            LoRITaCompressError, check_value)
 
@@ -46,21 +47,13 @@ def format_report(report: CompressionReport) -> str:
              f'{r.energy_kept:.4f}', num(r.params_before),
              num(r.params_after), num(r.dense_params))
             for r in report.layers]
-    widths = [max(len(x[i]) for x in (header, *rows))
-              for i in range(len(header))]
-
-    def line(r):
-        return '  '.join([r[0].ljust(widths[0])] +
-                         [r[i].rjust(widths[i])
-                          for i in range(1, len(r))]).rstrip()
 
     def pct(after, before):
         return f'{100.0 * (1 - after / before):.1f}% fewer' if before else ''
 
     kept, total = report.singular_values_kept
     lines = [f'LoRITa compression: --{report.method} {report.value}', '',
-             line(header), '  '.join('-' * w for w in widths)]
-    lines += [line(r) for r in rows]
+             text_table(header, rows)]
     lines += [
         '',
         f'singular values kept: {kept} / {total}',
