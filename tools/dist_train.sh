@@ -11,10 +11,7 @@ NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-# the repo's .venv (made by `make install`) unless PYTHON is set
-VENV_PYTHON="$(dirname "$0")/../.venv/bin/python"
-if [ -z "${PYTHON:-}" ] && [ -x "$VENV_PYTHON" ]; then PYTHON=$VENV_PYTHON; fi
-PYTHON=${PYTHON:-python}
+source "$(dirname "$0")/find_python.sh"
 
 PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
 ${PYTHON} -m torch.distributed.run \

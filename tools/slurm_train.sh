@@ -13,10 +13,7 @@ GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
-# the repo's .venv (made by `make install`) unless PYTHON is set
-VENV_PYTHON="$(dirname "$0")/../.venv/bin/python"
-if [ -z "${PYTHON:-}" ] && [ -x "$VENV_PYTHON" ]; then PYTHON=$VENV_PYTHON; fi
-PYTHON=${PYTHON:-python}
+source "$(dirname "$0")/find_python.sh"
 PY_ARGS=${@:5}
 
 PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \

@@ -51,11 +51,7 @@ if ! [[ "$ITERS" =~ ^[1-9][0-9]*$ ]]; then
     exit 2
 fi
 
-PYTHON=${PYTHON:-}
-if [ -z "$PYTHON" ]; then
-    if [ -x "$REPO/.venv/bin/python" ]; then PYTHON="$REPO/.venv/bin/python"
-    else PYTHON=python; fi
-fi
+source "$REPO/tools/find_python.sh"
 if [ "$DEVICE" = cuda ] && ! "$PYTHON" -c \
         'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
     echo "gpu_check.sh: --device cuda but $PYTHON sees no CUDA device" \
