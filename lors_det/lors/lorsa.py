@@ -28,6 +28,7 @@ from typing import List, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
+from .autocast import autocast_dtype
 from .checks import check_positive, check_rank, per_layer
 from .merge import MergeableStack
 
@@ -149,24 +150,30 @@ class LORSAGenerator(MergeableStack):
             (Q*G, m_j, K*r) and R (Q*G, K*r, n_j), so that ``LZ @ R`` is
             ``sum_k L_k Z_k R_k`` for every (query, group): the sum over k
             happens inside that product, no K-sized tensor is materialised.
-            ``L_k Z_k`` of all queries is one GEMM per (group, k), with the
-            static factor as the shared operand (no Python loop, no
-            broadcast matmul).
+
+        ``L_k Z_k`` of all queries is one GEMM per (group, k) with the
+        static factor as the shared operand, computed transposed,
+        ``Z_k^T L_k^T`` with the queries' ``Z^T`` stacked as rows: its
+        output (G, K, Q, r, m) reaches the (Q, G, K, r, m) layout by moving
+        contiguous (r, m) blocks, and LZ is the transposed view of that
+        (BLAS reads it as is). Computing ``L Z`` directly gives (G, K, m,
+        Q, r), whose rearrangement moves r-sized pieces: on CPU that copy
+        alone cost as much as the product (docs/benchmarks.md).
         """
         Q = cores.shape[0]
         G, K, r = self.num_groups, self.num_factors[layer], self.rank
         cores = cores.view(Q, len(self.matrix_shapes), G, K, r, r)
         factors = []
         for j, (m, n) in enumerate(self.matrix_shapes):
-            # (G*K, m, r) @ (G*K, r, Q*r): queries side by side
-            z = cores[:, j].permute(1, 2, 3, 0, 4).reshape(G * K, r, Q * r)
-            lz = torch.bmm(self.left_factors[j][layer], z)
-            # (G, K, m, Q, r) -> (Q*G, m, K*r), columns ordered (k, r)
-            lz = lz.view(G, K, m, Q, r).permute(3, 0, 2, 1, 4).reshape(
-                Q * G, m, K * r)
+            # (G*K, Q*r, r): Z^T of every query stacked as rows
+            zt = cores[:, j].permute(1, 2, 0, 4, 3).reshape(G * K, Q * r, r)
+            lzt = torch.bmm(zt, self.left_factors[j][layer].transpose(1, 2))
+            # (G, K, Q, r, m) -> (Q*G, K*r, m), rows ordered (k, r)
+            lzt = lzt.view(G, K, Q, r, m).permute(2, 0, 1, 3, 4).reshape(
+                Q * G, K * r, m)
             right = self.right_factors[j][layer].view(1, G, K * r, n)
             right = right.expand(Q, -1, -1, -1).reshape(Q * G, K * r, n)
-            factors.append((lz, right))
+            factors.append((lzt.transpose(1, 2), right))
         return factors
 
     def private_matrices(self, query: torch.Tensor,
@@ -189,12 +196,18 @@ class LORSAGenerator(MergeableStack):
 
         Returns:
             list[Tensor]: one (B, N, G, m_j, n_j) tensor per matrix kind.
+
+        With autograd off (``torch.no_grad``, e.g. ``predict``) the
+        shared and private parts are summed in place
+        (:meth:`_inference_matrices`); same values, fewer passes over them.
         """
         if self.merged:
             return split_matrices(self.merged_linear(query, layer),
                                   self.matrix_shapes, self.num_groups)
         if self.shared_generator is None:
             return self.private_matrices(query, layer)
+        if self.num_factors[layer] and not torch.is_grad_enabled():
+            return self._inference_matrices(query, layer)
         shared = self.shared_matrices(query)
         if self.num_factors[layer] == 0:
             return shared
@@ -205,6 +218,40 @@ class LORSAGenerator(MergeableStack):
             for s, (lz, right) in zip(shared,
                                       self._low_rank_factors(cores, layer))
         ]
+
+    def _inference_matrices(self, query: torch.Tensor,
+                            layer: int) -> List[torch.Tensor]:
+        """:meth:`forward` without autograd, accumulating in place.
+
+        Per kind, one buffer (Q, G, m_j n_j) receives the shared bias, then
+        ``LZ @ R`` (``baddbmm_``), then the shared generator's GEMM of each
+        group (``addmm_`` into a strided view, which BLAS writes as is). The
+        autograd path instead copies the shared generator's output into
+        ``baddbmm``'s fresh result, a full extra pass over the matrices;
+        in-place updates of views would make its backward slower still.
+
+        Shapes as :meth:`forward`; computes in autocast's dtype when it is
+        on, else in the query's.
+        """
+        B, N, C = query.shape
+        Q, G = B * N, self.num_groups
+        dtype = autocast_dtype(query.device.type) or query.dtype
+        cores = self.private_generators[layer](query.flatten(0, 1))
+        factors = self._low_rank_factors(cores, layer)
+        weight = self.shared_generator.weight.to(dtype).view(G, -1, C)
+        bias = self.shared_generator.bias.to(dtype).view(G, -1)
+        q = query.reshape(Q, C).to(dtype)
+        out, start = [], 0
+        with torch.autocast(query.device.type, enabled=False):
+            for (lz, right), (m, n) in zip(factors, self.matrix_shapes):
+                end = start + m * n
+                mats = bias[:, start:end].expand(Q, G, m * n).contiguous()
+                mats.view(Q * G, m, n).baddbmm_(lz.to(dtype), right.to(dtype))
+                for g in range(G):
+                    mats[:, g].addmm_(q, weight[g, start:end].t())
+                out.append(mats.view(B, N, G, m, n))
+                start = end
+        return out
 
     @torch.no_grad()
     def dense_layer(self, i: int) -> Tuple[torch.Tensor, torch.Tensor]:

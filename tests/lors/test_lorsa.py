@@ -167,6 +167,42 @@ def test_fast_paths_match_naive_reference_with_gradients(path):
                 torch.testing.assert_close(a, b)
 
 
+def test_inference_path_without_autograd_matches_the_reference():
+    """With autograd off, ``forward`` sums shared and private parts in
+    place (``_inference_matrices``): same matrices as the term-by-term
+    formula, for every K, and the parameters untouched."""
+    gen = make().double()
+    randomise(gen)
+    q = torch.randn(2, 3, 16, dtype=torch.double)
+    before = {k: v.clone() for k, v in gen.state_dict().items()}
+    for layer in range(3):
+        ref = [s + p for s, p in zip(gen.shared_matrices(q),
+                                     naive_private(gen, q, layer))]
+        with torch.no_grad():
+            fast = gen(q, layer)
+        for f, r_ in zip(fast, ref):
+            assert f.is_contiguous() and not f.requires_grad
+            torch.testing.assert_close(f, r_.detach())
+    for k, v in gen.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_inference_path_under_autocast_matches_the_autograd_path():
+    """Under CPU autocast both paths compute in bfloat16 (autocast's
+    choice), so their matrices agree to bfloat16's precision."""
+    gen = make()
+    randomise(gen)
+    q = torch.randn(2, 3, 16)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        train_path = gen(q, 2)
+        with torch.no_grad():
+            infer_path = gen(q, 2)
+    for a, b in zip(train_path, infer_path):
+        assert a.dtype == b.dtype == torch.bfloat16
+        torch.testing.assert_close(b.float(), a.detach().float(),
+                                   rtol=0.05, atol=0.5)
+
+
 @pytest.mark.parametrize('kwargs', [{}, dict(use_shared=False),
                                     dict(use_private=False)])
 def test_merge_gives_unmerged_matrices_and_unmerge_restores(kwargs):

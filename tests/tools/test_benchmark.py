@@ -49,6 +49,8 @@ def test_benchmark_json_reports_every_phase_and_the_merged_variant():
         cwd=REPO, capture_output=True, text=True, check=True)
     results = json.loads(out.stdout)
     assert [r['merged'] for r in results] == [False, True]
+    # CPU workers keep freed memory (no page faults per call, see docstring)
+    assert all(r['malloc'] == 'retained' for r in results)
     assert all(r['rounds'] == 2 for r in results)
     counts = count_parameters(build_model(SYNTHETIC['lors']).decoder)
     for r in results:
@@ -92,6 +94,12 @@ def test_mixing_mode_times_one_mixing_call_per_stage():
         assert 'decoder_params' not in r
         mixing = build_model(SYNTHETIC[name]).decoder.mixing
         assert r['mixing_params'] == count_parameters(mixing)['total']
+    assert all(r['malloc'] == 'retained' for r in results)
+    system = subprocess.run(
+        [sys.executable, 'tools/analysis/benchmark.py', cfg, '--mixing', '0',
+         '--system-malloc', '--warmup', '0', '--repeats', '1'],
+        cwd=REPO, capture_output=True, text=True, check=True)
+    assert 'device cpu, malloc system,' in system.stdout
     bad = subprocess.run(
         [sys.executable, 'tools/analysis/benchmark.py', cfg, '--mixing', '6'],
         cwd=REPO, capture_output=True, text=True)

@@ -4,7 +4,7 @@ shapes, for several configs side by side.
     python tools/analysis/benchmark.py CONFIG[:merged] [CONFIG ...]
         [--device cpu|cuda] [--amp] [--json] [--whole-model]
         [--batch 2] [--shape 800 1333] [--warmup 2] [--repeats 5]
-        [--rounds 1] [--mixing STAGE]
+        [--rounds 1] [--mixing STAGE] [--system-malloc]
 
 Decoder numbers use random neck features of an HxW image (strides 4-32, C
 channels), the config's queries and random ground truth (10 boxes per
@@ -30,6 +30,15 @@ stages with K = 1 (stage 0) and K = 3 (stage 5).
 reports the median over rounds; the ratios are medians of the per-round
 ratios, so slow drifts of a shared machine's load cancel out.
 
+On CPU, the workers keep freed memory in the process (glibc malloc's
+``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` set high), as
+PyTorch's CUDA caching allocator does on a GPU. By default glibc returns
+every large temporary to the OS when it is freed, and the next call
+page-faults it in again: on the development VM a 39 MB tensor (one stage's
+generator output) cost 27 ms to allocate and fill, 7 ms when kept, so the
+timings measured the kernel's page-fault path and its noise more than the
+model. ``--system-malloc`` keeps glibc's default.
+
 On CPU, denormal floats are flushed to zero: the zero-initialised
 generators give AdamW denormal moments in the first steps, and x86 CPUs
 process those up to 100x slower (GPUs do not), which would charge the
@@ -38,6 +47,7 @@ pay.
 """
 import argparse
 import json
+import os
 import os.path as osp
 import statistics
 import subprocess
@@ -50,6 +60,9 @@ from lors_det.engine.tables import markdown_table
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 STRIDES = (4, 8, 16, 32)
+# glibc malloc: no mmap for large blocks, never trim the heap (see above)
+RETAINED_MALLOC = dict(MALLOC_MMAP_THRESHOLD_=str(2**32),
+                       MALLOC_TRIM_THRESHOLD_=str(2**40))
 
 
 def rss_mb(field: str) -> float:
@@ -127,6 +140,15 @@ def random_batch(model, batch, shape, num_gts, device, gen):
     return feats, samples, images
 
 
+def malloc_mode(device_type: str, system_malloc: bool) -> str:
+    """'retained' when this CPU process runs with :data:`RETAINED_MALLOC`,
+    else 'system'."""
+    if device_type != 'cpu' or system_malloc:
+        return 'system'
+    return 'retained' if all(os.environ.get(k) == v
+                             for k, v in RETAINED_MALLOC.items()) else 'system'
+
+
 def parse_spec(spec: str):
     """``CONFIG[:merged]`` -> (config path, merged)."""
     merged = spec.endswith(':merged')
@@ -177,7 +199,8 @@ def measure(spec, args):
 
     res = dict(config=osp.relpath(path, REPO), merged=merged, amp=args.amp,
                device=str(device), batch=args.batch, shape=list(args.shape),
-               num_queries=model.num_queries)
+               num_queries=model.num_queries,
+               malloc=malloc_mode(device.type, args.system_malloc))
     if args.mixing is not None:
         return dict(res, **measure_mixing(model, merged, args, device, amp,
                                           gen))
@@ -334,6 +357,9 @@ def parse_args(argv=None):
     parser.add_argument('--rounds', type=int, default=1,
                         help='run all configs this many times, alternating '
                         'their order; report medians over rounds')
+    parser.add_argument('--system-malloc', action='store_true',
+                        help='CPU: keep glibc malloc\'s default (returns '
+                        'large blocks to the OS; see the docstring)')
     parser.add_argument('--worker', action='store_true',
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -356,6 +382,9 @@ def main():
         return
     worker_args = [a for a in sys.argv[1:]
                    if a not in args.configs and a != '--json']
+    env = os.environ
+    if args.device == 'cpu' and not args.system_malloc:
+        env = dict(env, **RETAINED_MALLOC)
     rounds = []
     for k in range(args.rounds):
         order = range(len(args.configs))
@@ -366,7 +395,7 @@ def main():
             spec = args.configs[i]
             out = subprocess.run(
                 [sys.executable, __file__, spec, '--worker'] + worker_args,
-                capture_output=True, text=True)
+                capture_output=True, text=True, env=env)
             if out.returncode:
                 sys.exit(f'benchmark of {spec} failed:\n{out.stderr}')
             results[i] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -377,8 +406,10 @@ def main():
     else:
         what = ('one mixing call' if args.mixing is not None else
                 f'input {args.shape[0]}x{args.shape[1]}')
-        print(f'device {args.device}, amp {args.amp}, batch {args.batch}, '
-              f'{what}, median of '
+        malloc = (f', malloc {results[0]["malloc"]}'
+                  if args.device == 'cpu' else '')
+        print(f'device {args.device}{malloc}, amp {args.amp}, '
+              f'batch {args.batch}, {what}, median of '
               f'{args.repeats} runs x {args.rounds} rounds [min-max] '
               '(median per-round ratio to the first config)')
         print(table(results))
