@@ -200,13 +200,17 @@ class LORSAGenerator(MergeableStack):
         With autograd off (``torch.no_grad``, e.g. ``predict``) the
         shared and private parts are summed in place
         (:meth:`_inference_matrices`); same values, fewer passes over them.
+        Traced graphs (ONNX export, ``get_flops.py``) take the out-of-place
+        path: the TorchScript exporter does not keep in-place updates of
+        views (the exported model computed wrong matrices).
         """
         if self.merged:
             return split_matrices(self.merged_linear(query, layer),
                                   self.matrix_shapes, self.num_groups)
         if self.shared_generator is None:
             return self.private_matrices(query, layer)
-        if self.num_factors[layer] and not torch.is_grad_enabled():
+        if self.num_factors[layer] and not (torch.is_grad_enabled()
+                                            or torch.jit.is_tracing()):
             return self._inference_matrices(query, layer)
         shared = self.shared_matrices(query)
         if self.num_factors[layer] == 0:

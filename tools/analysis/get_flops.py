@@ -34,8 +34,7 @@ What is counted:
 * the LORS kernels: LORST's ``_LowRankResidualLinear`` autograd Function
   (traced as ``prim::PythonOp``; ``x W^T + (x A^T) B^T``: rows x (in x out +
   in x K*r + K*r x out)) and LORSA's ``aten::baddbmm`` (shared matrices +
-  ``L Z @ R``, and its in-place ``baddbmm_`` / ``addmm_`` when traced
-  without autograd, as here), with handles here.
+  ``L Z @ R``), both with handles here.
 
 Checked against ``torch.profiler(with_flops=True)`` (its mm / addmm / bmm /
 baddbmm FLOPs halved to MACs) on the decoder at 800 x 1333, batch 1
@@ -64,7 +63,7 @@ import torch
 import torch.nn as nn
 
 from mmengine.analysis import FlopAnalyzer
-from mmengine.analysis.jit_handles import addmm_flop_jit, get_shape
+from mmengine.analysis.jit_handles import get_shape
 from mmengine.config import Config, DictAction
 
 from lors_det.engine.tables import text_table
@@ -130,9 +129,6 @@ EXTRA_HANDLES = {
     'aten::matmul': matmul_flop_jit,
     'aten::scaled_dot_product_attention': sdpa_flop_jit,
     'aten::baddbmm': baddbmm_flop_jit,
-    # LORSA without autograd accumulates in place (shared + L Z @ R)
-    'aten::baddbmm_': baddbmm_flop_jit,
-    'aten::addmm_': addmm_flop_jit,
     'prim::PythonOp._LowRankResidualLinear': lorst_flop_jit,
 }
 
