@@ -18,6 +18,7 @@ def pytest_configure(config):
         'markers', 'cuda: needs a CUDA GPU (tools/analysis/gpu_check.sh '
         'runs them with -m cuda)')
 
+
 # mmengine re-reads all ~300 metafiles of mmdet for every ``mmdet::`` base a
 # config inherits (~0.7 s each); they do not change during a test run
 _load_metafile = config_utils.load

@@ -84,8 +84,8 @@ def test_registered_loader_makes_mmengine_work_with_weights_only_default(
         return real_load(*args, weights_only=weights_only, **kwargs)
 
     monkeypatch.setattr(torch, 'load', load_as_in_torch_2_6)
-    monkeypatch.setattr(CheckpointLoader, '_schemes',
-                        dict(CheckpointLoader._schemes, **{'': load_from_local}))
+    schemes = dict(CheckpointLoader._schemes, **{'': load_from_local})
+    monkeypatch.setattr(CheckpointLoader, '_schemes', schemes)
     with pytest.raises(Exception, match='Weights only load failed'):
         _load_checkpoint(mmengine_ckpt, map_location='cpu')
     register_checkpoint_loader()
