@@ -209,22 +209,22 @@ class LORSAGenerator(MergeableStack):
                                   self.matrix_shapes, self.num_groups)
         if self.shared_generator is None:
             return self.private_matrices(query, layer)
-        if self.num_factors[layer] and not (torch.is_grad_enabled()
-                                            or torch.jit.is_tracing()):
-            return self._inference_matrices(query, layer)
-        shared = self.shared_matrices(query)
         if self.num_factors[layer] == 0:
-            return shared
+            return self.shared_matrices(query)
         cores = self.private_generators[layer](query.flatten(0, 1))
+        factors = self._low_rank_factors(cores, layer)
+        if not (torch.is_grad_enabled() or torch.jit.is_tracing()):
+            return self._inference_matrices(query, factors)
         # shared + LZ @ R in one baddbmm per kind (no separate private tensor)
         return [
             torch.baddbmm(s.flatten(0, 2), lz, right).view(s.shape)
-            for s, (lz, right) in zip(shared,
-                                      self._low_rank_factors(cores, layer))
+            for s, (lz, right) in zip(self.shared_matrices(query), factors)
         ]
 
-    def _inference_matrices(self, query: torch.Tensor,
-                            layer: int) -> List[torch.Tensor]:
+    def _inference_matrices(
+            self, query: torch.Tensor,
+            factors: List[Tuple[torch.Tensor,
+                                torch.Tensor]]) -> List[torch.Tensor]:
         """:meth:`forward` without autograd, accumulating in place.
 
         Per kind, one buffer (Q, G, m_j n_j) receives the shared bias, then
@@ -234,14 +234,17 @@ class LORSAGenerator(MergeableStack):
         ``baddbmm``'s fresh result, a full extra pass over the matrices;
         in-place updates of views would make its backward slower still.
 
-        Shapes as :meth:`forward`; computes in autocast's dtype when it is
+        Args:
+            query (Tensor): (B, N, C).
+            factors (list[tuple[Tensor, Tensor]]): the layer's
+                :meth:`_low_rank_factors` of these queries.
+
+        Returns as :meth:`forward`; computes in autocast's dtype when it is
         on, else in the query's.
         """
         B, N, C = query.shape
         Q, G = B * N, self.num_groups
         dtype = autocast_dtype(query.device.type) or query.dtype
-        cores = self.private_generators[layer](query.flatten(0, 1))
-        factors = self._low_rank_factors(cores, layer)
         weight = self.shared_generator.weight.to(dtype).view(G, -1, C)
         bias = self.shared_generator.bias.to(dtype).view(G, -1)
         q = query.reshape(Q, C).to(dtype)

@@ -140,13 +140,11 @@ def random_batch(model, batch, shape, num_gts, device, gen):
     return feats, samples, images
 
 
-def malloc_mode(device_type: str, system_malloc: bool) -> str:
-    """'retained' when this CPU process runs with :data:`RETAINED_MALLOC`,
-    else 'system'."""
-    if device_type != 'cpu' or system_malloc:
-        return 'system'
-    return 'retained' if all(os.environ.get(k) == v
-                             for k, v in RETAINED_MALLOC.items()) else 'system'
+def malloc_mode(device_type: str) -> str:
+    """'retained' when this CPU process runs with :data:`RETAINED_MALLOC`
+    (read from its environment, whoever set it), else 'system'."""
+    retained = all(os.environ.get(k) == v for k, v in RETAINED_MALLOC.items())
+    return 'retained' if device_type == 'cpu' and retained else 'system'
 
 
 def parse_spec(spec: str):
@@ -200,7 +198,7 @@ def measure(spec, args):
     res = dict(config=osp.relpath(path, REPO), merged=merged, amp=args.amp,
                device=str(device), batch=args.batch, shape=list(args.shape),
                num_queries=model.num_queries,
-               malloc=malloc_mode(device.type, args.system_malloc))
+               malloc=malloc_mode(device.type))
     if args.mixing is not None:
         return dict(res, **measure_mixing(model, merged, args, device, amp,
                                           gen))
