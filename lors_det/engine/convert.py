@@ -6,7 +6,7 @@ are an input (:func:`.fileio.check_outputs`), check the result against a
 model with the one comparison (:func:`.checkpoint.check_state_dict`), and
 write atomically. The transformations themselves live with what they
 describe: the rename rules in :mod:`lors_det.models.official_keys`, the rank
-selection and SVD truncation in :mod:`lors_det.lors.lorita_compress`.
+selection and SVD truncation in :mod:`lors_det.efficient.lorita_compress`.
 """
 import os.path as osp
 from collections import OrderedDict
@@ -14,11 +14,11 @@ from typing import Callable, Optional, Tuple
 
 import torch.nn as nn
 
-from ..lors.lorita_compress import (CompressionReport, LoRITaCompressError,
-                                    check_value, compress_model,
-                                    find_lorita_layers)
-from ..models.official_keys import (CONVERTERS, SOURCES, _indices,
-                                    missing_keys)
+from ..efficient.lorita_compress import (CompressionReport,
+                                         LoRITaCompressError, check_value,
+                                         compress_model, find_lorita_layers)
+from ..models.official_keys import (CONVERTERS, SOURCES, missing_keys,
+                                    stage_indices)
 from ..models.param_counts import build_model
 from .checkpoint import (check_state_dict, extract_state_dict,
                          load_checkpoint_file, load_weights)
@@ -59,7 +59,7 @@ def convert_checkpoint_file(src: str, dst: str, source: str,
         checkpoint.get('meta'), dict) else {}
     new = CONVERTERS[source](state_dict)
     missing = missing_keys(new, source)
-    num_stages = len(_indices(new, r'^decoder\.stages\.(\d+)\.'))
+    num_stages = len(stage_indices(new, r'^decoder\.stages\.(\d+)\.'))
     meta = dict(converted_from=osp.abspath(src),
                 source_format=SOURCES[source]['name'],
                 converter=converter or f'lors_det.engine.convert[{source}]',

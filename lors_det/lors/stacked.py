@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from .checks import check_keys, check_positive
-from .lorita import LoRITaLinear
+from ..efficient.lorita import LoRITaLinear
 from .lorsa import split_matrices
 
 

@@ -218,7 +218,9 @@ CONVERTERS: Dict[str, Callable] = dict(adamixer=convert_adamixer_state_dict,
                                        lors=convert_lors_state_dict)
 
 
-def _indices(keys, pattern: str) -> List[int]:
+def stage_indices(keys, pattern: str) -> List[int]:
+    """The sorted distinct integers captured by ``pattern``'s group 1 in
+    ``keys``, e.g. the stage indices of ``decoder\.stages\.(\d+)\.``."""
     regex = re.compile(pattern)
     return sorted({int(m.group(1)) for k in keys for m in [regex.match(k)]
                    if m})
@@ -228,8 +230,8 @@ def missing_keys(converted: Dict[str, torch.Tensor], source: str) -> List[str]:
     """Keys a complete converted model of this kind would have but
     ``converted`` lacks (stage count taken from the keys present)."""
     keys = set(converted)
-    stages = _indices(keys, r'^decoder\.stages\.(\d+)\.')
-    stages += _indices(keys, r'^decoder\.mixing\.norms\.(\d+)\.')
+    stages = stage_indices(keys, r'^decoder\.stages\.(\d+)\.')
+    stages += stage_indices(keys, r'^decoder\.mixing\.norms\.(\d+)\.')
     n = max(stages) + 1 if stages else 0
     expected = ['query_generator.init_proposal_bboxes.weight',
                 'query_generator.init_content_features.weight',

@@ -44,7 +44,8 @@ def build_model(config: Union[str, Config]) -> nn.Module:
     Anything the builders print goes to stderr, so a caller's stdout (e.g.
     ``count_params.py --json``) stays clean.
     """
-    import lors_det  # noqa: F401  (registers the plugin's modules)
+    # the plugin's modules are registered: importing this module imported
+    # lors_det first
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     register_all_modules()

@@ -4,8 +4,8 @@ import torch
 import torch.nn as nn
 
 from builders import assert_xavier_uniform
-from lors_det.lors import (LoRITaLinear, StackedGenerator, StackedLinear,
-                           make_linear)
+from lors_det.efficient import LoRITaLinear
+from lors_det.lors import StackedGenerator, StackedLinear, make_linear
 
 SHAPES = [(8, 8), (12, 6)]
 

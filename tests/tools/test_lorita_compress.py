@@ -1,5 +1,5 @@
 """LoRITa compression (tools/model_converters/lorita_compress.py,
-lors_det/lors/lorita_compress.py) and the tied-FFN configs.
+lors_det/efficient/lorita_compress.py) and the tied-FFN configs.
 
 The compression tests use the synthetic LoRITa config
 (``configs/synthetic/adamixer-lorita_tiny_synthetic.py``: every decoder FFN
@@ -20,8 +20,8 @@ from tool_runner import run
 from lors_det.engine.checkpoint import (CheckpointMismatchError,
                                         check_checkpoint)
 from lors_det.engine.convert import compress_checkpoint
-from lors_det.lors import LoRITaLinear
-from lors_det.lors.lorita_compress import (LoRITaCompressError, check_value,
+from lors_det.efficient import LoRITaLinear
+from lors_det.efficient.lorita_compress import (LoRITaCompressError, check_value,
                                            compress_model, find_lorita_layers,
                                            model_params,
                                            ranks_for_global_ratio)

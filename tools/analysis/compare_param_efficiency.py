@@ -122,7 +122,7 @@ def parse_args(argv=None):
         parser.error(f'--seeds repeats a seed: {args.seeds}')
     if args.jobs < 1 or args.threads < 1:
         parser.error('--jobs and --threads must be >= 1')
-    from lors_det.lors.lorita_compress import LoRITaCompressError, check_value
+    from lors_det.efficient.lorita_compress import LoRITaCompressError, check_value
     args.compress_specs = []
     for spec in args.compress:
         method, _, value = spec.partition('=')

@@ -2,7 +2,7 @@
 
     python tools/dev/mutation_check.py                    # seeded sample
     python tools/dev/mutation_check.py --per-file 0       # every mutant
-    python tools/dev/mutation_check.py lors_det/lors/tied.py --list
+    python tools/dev/mutation_check.py lors_det/efficient/tied.py --list
 
 A mutant is one small change to one file of ``lors_det/lors`` or
 ``lors_det/models``: an operator flipped (``+``/``-``, ``*``/``/``, a
@@ -40,18 +40,18 @@ os.environ.setdefault('OMP_NUM_THREADS', '1')
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-TARGET_DIRS = ('lors_det/lors', 'lors_det/models')
+TARGET_DIRS = ('lors_det/lors', 'lors_det/efficient', 'lors_det/models')
 #: files whose tests are the tools' (tests/tools), not the core tests
 NOT_TARGETED = {'lors_det/models/deploy.py',
                 'lors_det/models/official_keys.py',
                 'lors_det/models/param_counts.py',
-                'lors_det/lors/lorita_compress.py'}
+                'lors_det/efficient/lorita_compress.py'}
 COPIED = ('lors_det', 'tests', 'configs', 'tools', 'setup.py')
-CORE_TESTS = ['tests/lors', 'tests/models']
+CORE_TESTS = ['tests/lors', 'tests/efficient', 'tests/models']
 #: the tests that exercise a file most directly run first (-x stops there)
 FIRST_TESTS = {
-    'lors/lorita.py': ['tests/lors/test_tied_lorita.py'],
-    'lors/tied.py': ['tests/lors/test_tied_lorita.py'],
+    'efficient/lorita.py': ['tests/efficient/test_tied_lorita.py'],
+    'efficient/tied.py': ['tests/efficient/test_tied_lorita.py'],
     'models/dense_heads/initial_query_generator.py':
     ['tests/models/test_query_generator.py'],
     'models/detectors/adamixer.py': ['tests/models/test_detector.py',

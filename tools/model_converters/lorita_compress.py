@@ -19,7 +19,7 @@ every ``LoRITaLinear`` (exact) and keeps its top singular directions:
 Writes OUT as ``dict(meta=..., state_dict=...)``; ``meta['lorita_compress']``
 records the method, value and per-layer ranks. Evaluate it with the SAME
 config: ``python tools/test.py CONFIG OUT`` (the LoRITa layers adopt the
-compressed shapes on load). Logic: :mod:`lors_det.lors.lorita_compress`
+compressed shapes on load). Logic: :mod:`lors_det.efficient.lorita_compress`
 (ranks, SVD) and :func:`lors_det.engine.convert.compress_checkpoint` (files).
 """
 import argparse
@@ -30,7 +30,7 @@ import sys
 from lors_det.engine.checkpoint import TRUST_ENV, CheckpointError
 from lors_det.engine.convert import compress_checkpoint
 from lors_det.engine.tables import text_table
-from lors_det.lors.lorita_compress import (CompressionReport,
+from lors_det.efficient.lorita_compress import (CompressionReport,
                                            LoRITaCompressError, check_value)
 
 

@@ -5,7 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...lors import TiedFFN, make_linear
+from ...efficient import TiedFFN
+from ...lors import make_linear
 from ...lors.checks import check_bool
 
 

@@ -1,6 +1,6 @@
 """Post-training compression of LoRITa layers (LoRITa, arXiv 2405.03089).
 
-A model trained with :class:`~lors_det.lors.LoRITaLinear` layers (products
+A model trained with :class:`~lors_det.efficient.LoRITaLinear` layers (products
 of N linear maps) is compressed by multiplying every product out
 (:meth:`LoRITaLinear.fold`, exact) and keeping the top singular directions
 (:meth:`LoRITaLinear.compress`, SVD truncation stored as two factors
@@ -13,7 +13,7 @@ of three methods:
     the clamping is reported).
 ``energy``
     per layer, the smallest rank keeping the fraction E of the sum of squared
-    singular values (:func:`~lors_det.lors.rank_for_energy`).
+    singular values (:func:`~lors_det.efficient.rank_for_energy`).
 ``ratio``
     a GLOBAL budget: keep the fraction P of all singular values of all
     LoRITa layers, ranked together by their magnitude *relative to the

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checks import check_positive, check_rank
+from ..lors.checks import check_positive, check_rank
 
 
 class LoRITaLinear(nn.Module):

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checks import check_positive
+from ..lors.checks import check_positive
 
 
 class TiedFFN(nn.Module):

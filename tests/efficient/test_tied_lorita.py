@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from builders import assert_xavier_uniform
-from lors_det.lors import LoRITaLinear, rank_for_energy, svd_truncate
+from lors_det.efficient import LoRITaLinear, rank_for_energy, svd_truncate
 from lors_det.models.layers import FFN
 
 
