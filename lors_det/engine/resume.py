@@ -9,7 +9,12 @@ overwrites ``iter_N.pth`` one by one. Here:
   that loads (``epoch_N.pth``/``iter_N.pth`` by N, and the file named by
   ``last_checkpoint``), says which and why when ``last_checkpoint`` is
   missing, empty or names a file that is gone, damaged or older; it raises
-  when there are checkpoints but none loads.
+  when there are checkpoints but none loads. A ``last_checkpoint`` that
+  names a file outside the work_dir while the work_dir holds checkpoints of
+  its own (a copied work_dir: ``cp -r WD WD2`` keeps WD's absolute path) is
+  not followed: the work_dir's own checkpoints are used, and the log says
+  so. With no checkpoint of its own (the checkpoint hook's ``out_dir`` is
+  elsewhere) the named file is used, and the log says where it is.
 * :func:`refuse_fresh_start` stops a run without ``--resume`` in a work_dir
   that already holds checkpoints.
 """
@@ -56,6 +61,29 @@ def _pointer(work_dir: str) -> Tuple[Optional[str], str]:
     return target, ''
 
 
+def _inside(path: str, work_dir: str) -> bool:
+    return osp.realpath(osp.dirname(osp.abspath(path))) == \
+        osp.realpath(work_dir)
+
+
+def _foreign_pointer(work_dir: str, target: str, own: List[str],
+                     log: Callable[[str], None]) -> Optional[str]:
+    """The checkpoint to use for a ``last_checkpoint`` that names ``target``
+    outside ``work_dir``: the file of the same name in ``work_dir`` (None if
+    there is none) when ``work_dir`` has checkpoints of its own, else
+    ``target``."""
+    if not own:
+        log(f"last_checkpoint names '{target}', outside the work_dir "
+            f"'{work_dir}' (the checkpoint hook's out_dir?), and the work_dir "
+            'holds no checkpoint of its own: resuming from that file')
+        return target
+    log(f"last_checkpoint names '{target}', outside the work_dir "
+        f"'{work_dir}' (a copied or moved work_dir?): not followed, "
+        "resuming from the work_dir's own checkpoints")
+    same = osp.join(work_dir, osp.basename(target))
+    return same if osp.isfile(same) else None
+
+
 def find_resume_checkpoint(
         work_dir: str,
         log: Callable[[str], None] = print) -> Tuple[Optional[str], object]:
@@ -71,6 +99,12 @@ def find_resume_checkpoint(
     """
     target, why = _pointer(work_dir)
     candidates = numbered_checkpoints(work_dir)
+    foreign = None  # a pointer target outside work_dir, not followed
+    if target is not None and not _inside(target, work_dir):
+        followed = _foreign_pointer(work_dir, target, candidates, log)
+        if followed != target:
+            foreign, target = target, followed
+            why = f"last_checkpoint names '{foreign}', outside the work_dir"
     if target is not None and all(not osp.samefile(target, c)
                                   for c in candidates):
         candidates.insert(0, target)  # e.g. a checkpoint in another out_dir
@@ -96,7 +130,10 @@ def find_resume_checkpoint(
         raise ResumeError(
             f"cannot resume in '{work_dir}': none of its checkpoints loads "
             '(starting from scratch would overwrite them):\n'
-            + '\n'.join(errors))
+            + '\n'.join(errors)
+            + (f"\nlast_checkpoint names '{foreign}' outside this work_dir; "
+               f'pass --resume {foreign} to continue from that file'
+               if foreign else ''))
     return None, None
 
 
