@@ -219,7 +219,7 @@ CONVERTERS: Dict[str, Callable] = dict(adamixer=convert_adamixer_state_dict,
 
 
 def stage_indices(keys, pattern: str) -> List[int]:
-    """The sorted distinct integers captured by ``pattern``'s group 1 in
+    r"""The sorted distinct integers captured by ``pattern``'s group 1 in
     ``keys``, e.g. the stage indices of ``decoder\.stages\.(\d+)\.``."""
     regex = re.compile(pattern)
     return sorted({int(m.group(1)) for k in keys for m in [regex.match(k)]

@@ -8,7 +8,7 @@ from mmengine.config import Config
 from mmengine.fileio import load
 
 import lors_det  # noqa: F401  (registers the lors_det:: scope)
-from builders import REPO
+from helpers import REPO_ROOT
 
 
 def test_user_config_inherits_lors_det_scope(tmp_path):
@@ -23,29 +23,29 @@ def test_user_config_inherits_lors_det_scope(tmp_path):
 
 
 def test_mim_folder_points_at_the_shipped_files():
-    mim = osp.join(REPO, 'lors_det', '.mim')
-    assert osp.samefile(osp.join(mim, 'configs'), osp.join(REPO, 'configs'))
+    mim = osp.join(REPO_ROOT, 'lors_det', '.mim')
+    assert osp.samefile(osp.join(mim, 'configs'), osp.join(REPO_ROOT, 'configs'))
     assert osp.samefile(osp.join(mim, 'model-index.yml'),
-                        osp.join(REPO, 'model-index.yml'))
+                        osp.join(REPO_ROOT, 'model-index.yml'))
 
 
 def _models():
-    index = load(osp.join(REPO, 'model-index.yml'))
+    index = load(osp.join(REPO_ROOT, 'model-index.yml'))
     return [m for path in index['Import']
-            for m in load(osp.join(REPO, path))['Models']]
+            for m in load(osp.join(REPO_ROOT, path))['Models']]
 
 
 def test_metafiles_list_every_config_honestly():
     models = _models()
     listed = {m['Config'] for m in models}
     for folder in ('adamixer', 'lors'):
-        for name in os.listdir(osp.join(REPO, 'configs', folder)):
+        for name in os.listdir(osp.join(REPO_ROOT, 'configs', folder)):
             if name.endswith('.py'):
                 assert f'configs/{folder}/{name}' in listed
     for m in models:
         # no checkpoint has been trained by this project: claim none
         assert 'Weights' not in m and 'Results' not in m, m['Name']
-        cfg = Config.fromfile(osp.join(REPO, m['Config']))
+        cfg = Config.fromfile(osp.join(REPO_ROOT, m['Config']))
         assert m['Name'] == osp.splitext(osp.basename(m['Config']))[0]
         assert m['Metadata']['Epochs'] == cfg.train_cfg.max_epochs, m['Name']
         assert (m['Metadata']['Queries'] ==
@@ -78,7 +78,7 @@ def test_a_non_editable_wheel_ships_every_config(tmp_path):
     import sys
     import zipfile
     src = tmp_path / 'src'  # a clean copy: no build/ or egg-info of ours
-    subprocess.run(['git', 'clone', '-q', REPO, str(src)], check=True)
+    subprocess.run(['git', 'clone', '-q', REPO_ROOT, str(src)], check=True)
     subprocess.run([sys.executable, '-m', 'pip', 'wheel', str(src),
                     '--no-deps', '--no-build-isolation', '-q', '-w',
                     str(tmp_path / 'wheel')], check=True)

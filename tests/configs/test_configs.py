@@ -5,9 +5,9 @@ import pytest
 import torch
 from mmdet.registry import MODELS
 
-from builders import REPO, load_config
+from helpers import REPO_ROOT, load_config
 
-CONFIG_DIR = os.path.join(REPO, 'configs')
+CONFIG_DIR = os.path.join(REPO_ROOT, 'configs')
 
 
 def shipped_configs():
@@ -15,7 +15,7 @@ def shipped_configs():
     found = []
     for root, dirs, files in os.walk(CONFIG_DIR):
         dirs[:] = [d for d in dirs if d != '_base_']
-        found += [os.path.relpath(os.path.join(root, f), REPO)
+        found += [os.path.relpath(os.path.join(root, f), REPO_ROOT)
                   for f in files if f.endswith('.py')]
     return sorted(found)
 

@@ -5,7 +5,7 @@ LORS inference equal to unmerged."""
 import pytest
 import torch
 
-from builders import SYNTHETIC, build_model, make_batch
+from helpers import SYNTHETIC, build_model, make_batch
 from lors_det.models.layers import mix
 
 DEVICE = 'cuda'

@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 from pycocotools.coco import COCO
+from helpers import REPO_ROOT
 
 from lors_det.datasets import SYNTHETIC_CLASSES, make_synthetic_coco
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CLI = osp.join(REPO_ROOT, 'tools', 'misc', 'make_synthetic_coco.py')
 SMALL = dict(num_train=20, num_val=6, img_size=64)
 

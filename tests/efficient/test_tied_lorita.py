@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from builders import assert_xavier_uniform
+from helpers import assert_xavier_uniform
 from lors_det.efficient import LoRITaLinear, rank_for_energy, svd_truncate
 from lors_det.models.layers import FFN
 

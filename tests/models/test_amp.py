@@ -2,7 +2,7 @@
 losses and gradients, and the mixing itself stays in float32."""
 import torch
 
-from builders import SYNTHETIC, build_model, make_batch
+from helpers import SYNTHETIC, build_model, make_batch
 from lors_det.models.layers import mix
 
 

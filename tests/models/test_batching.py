@@ -10,7 +10,7 @@ import torch
 from mmdet.structures import DetDataSample
 from mmengine.structures import InstanceData
 
-from builders import SYNTHETIC, build_model
+from helpers import SYNTHETIC, build_model
 
 PAD = (64, 64)
 SIZES = [(64, 48), (40, 64)]  # (h, w) of the two valid images

@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.structures.bbox import bbox_overlaps
 
-from builders import assert_xavier_uniform
+from helpers import assert_xavier_uniform
 from lors_det.models.layers import position_embedding, xyzr_to_xyxy
 from lors_det.models.roi_heads import AdaMixerDecoderStage
 

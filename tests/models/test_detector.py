@@ -4,7 +4,7 @@ import pytest
 import torch
 from mmengine.logging import MMLogger
 
-from builders import SYNTHETIC, build_model, load_config, make_batch
+from helpers import SYNTHETIC, build_model, load_config, make_batch
 from lors_det.lors import count_parameters
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from builders import REPO, SYNTHETIC, build_model, load_config, make_batch
+from helpers import REPO_ROOT, SYNTHETIC, build_model, load_config, make_batch
 
 
 def randomised_lors_model():
@@ -86,8 +86,8 @@ def test_lors_merge_converter(tmp_path):
     out = tmp_path / 'deploy.pth'
     subprocess.run([
         sys.executable, 'tools/model_converters/lors_merge.py',
-        osp.join(REPO, SYNTHETIC['lors']), str(ckpt), str(out)
-    ], cwd=REPO, check=True, capture_output=True)
+        osp.join(REPO_ROOT, SYNTHETIC['lors']), str(ckpt), str(out)
+    ], cwd=REPO_ROOT, check=True, capture_output=True)
     deploy_cfg = Config.fromfile(str(tmp_path / 'deploy.py'))
     assert deploy_cfg.model.decoder.mixing.lorst is None
     assert deploy_cfg.model.decoder.mixing.lorsa is None

@@ -10,7 +10,7 @@ from mmdet.registry import MODELS
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
-from builders import REPO, assert_xavier_uniform, load_config, make_batch
+from helpers import REPO_ROOT, assert_xavier_uniform, load_config, make_batch
 from lors_det.lors import count_parameters
 from lors_det.lors.share import SharedLayers
 
@@ -74,9 +74,9 @@ def lorst_numel(fan_in, fan_out, rank, num_factors):
 
 
 def test_configs_build_offline_and_share_as_the_closed_forms_say():
-    paths = glob.glob(osp.join(REPO, CONFIGS, '**', '*.py'), recursive=True)
+    paths = glob.glob(osp.join(REPO_ROOT, CONFIGS, '**', '*.py'), recursive=True)
     # the tiny ones are built by the tests below
-    assert {osp.relpath(p, REPO) for p in paths if '_base_' not in p} == \
+    assert {osp.relpath(p, REPO_ROOT) for p in paths if '_base_' not in p} == \
         set(TINY.values()) | {SPARSE, DINO}
     for path in (SPARSE, DINO, *TINY.values()):
         assert load_config(path).custom_imports == dict(

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from builders import REPO, SYNTHETIC, build_model
+from helpers import REPO_ROOT, SYNTHETIC, build_model
 from lors_det.lors import count_parameters
 
-TOOL = osp.join(REPO, 'tools', 'analysis', 'benchmark.py')
+TOOL = osp.join(REPO_ROOT, 'tools', 'analysis', 'benchmark.py')
 
 
 def _tool():
@@ -46,7 +46,7 @@ def test_benchmark_json_reports_every_phase_and_the_merged_variant():
         [sys.executable, 'tools/analysis/benchmark.py', cfg, cfg + ':merged',
          '--json', '--shape', '64', '64', '--warmup', '0', '--repeats', '1',
          '--rounds', '2'],
-        cwd=REPO, capture_output=True, text=True, check=True)
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     results = json.loads(out.stdout)
     assert [r['merged'] for r in results] == [False, True]
     # CPU workers keep freed memory (no page faults per call, see docstring)
@@ -67,11 +67,11 @@ def test_benchmark_json_reports_every_phase_and_the_merged_variant():
 def test_benchmark_rejects_a_missing_config_and_zero_rounds():
     out = subprocess.run(
         [sys.executable, 'tools/analysis/benchmark.py', 'nope.py'],
-        cwd=REPO, capture_output=True, text=True)
+        cwd=REPO_ROOT, capture_output=True, text=True)
     assert out.returncode != 0 and 'nope.py' in out.stderr
     out = subprocess.run(
         [sys.executable, 'tools/analysis/benchmark.py', SYNTHETIC['lors'],
-         '--rounds', '0'], cwd=REPO, capture_output=True, text=True)
+         '--rounds', '0'], cwd=REPO_ROOT, capture_output=True, text=True)
     assert out.returncode != 0 and '--rounds' in out.stderr
 
 
@@ -83,7 +83,7 @@ def test_mixing_mode_times_one_mixing_call_per_stage():
         [sys.executable, 'tools/analysis/benchmark.py', SYNTHETIC['adamixer'],
          cfg, cfg + ':merged', '--mixing', '5', '--json', '--warmup', '0',
          '--repeats', '1'],
-        cwd=REPO, capture_output=True, text=True, check=True)
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     results = json.loads(out.stdout)
     lors = build_model(cfg).decoder.mixing
     assert [r['num_factors'] for r in results] == [
@@ -98,9 +98,9 @@ def test_mixing_mode_times_one_mixing_call_per_stage():
     system = subprocess.run(
         [sys.executable, 'tools/analysis/benchmark.py', cfg, '--mixing', '0',
          '--system-malloc', '--warmup', '0', '--repeats', '1'],
-        cwd=REPO, capture_output=True, text=True, check=True)
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert 'device cpu, malloc system,' in system.stdout
     bad = subprocess.run(
         [sys.executable, 'tools/analysis/benchmark.py', cfg, '--mixing', '6'],
-        cwd=REPO, capture_output=True, text=True)
+        cwd=REPO_ROOT, capture_output=True, text=True)
     assert bad.returncode != 0 and '--mixing 6' in bad.stderr

@@ -27,6 +27,7 @@ from collections import OrderedDict
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import REPO_ROOT
 
 from lors_det.engine.checkpoint import CheckpointMismatchError
 from lors_det.engine.convert import convert_checkpoint_file
@@ -35,7 +36,6 @@ from lors_det.models.official_keys import (ConversionError,
                                            convert_lors_state_dict)
 from lors_det.models.param_counts import build_model
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONVERTERS = {
     'adamixer': osp.join(REPO_ROOT, 'tools', 'model_converters',
                          'adamixer_to_lors_det.py'),

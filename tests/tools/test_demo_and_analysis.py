@@ -16,9 +16,8 @@ import sys
 
 import pytest
 import torch
-from tool_runner import run
+from helpers import REPO_ROOT, run
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO = osp.join(REPO_ROOT, 'tools', 'demo.py')
 PLOT_CURVES = osp.join(REPO_ROOT, 'tools', 'analysis', 'plot_curves.py')
 VIS = osp.join(REPO_ROOT, 'tools', 'analysis', 'visualize_sampling_points.py')

@@ -7,7 +7,7 @@ import os.path as osp
 import pytest
 from torch.profiler import ProfilerActivity, profile
 
-from builders import REPO, SYNTHETIC, load_config
+from helpers import REPO_ROOT, SYNTHETIC, load_config
 
 # what the profiler counts, as multiply-adds (it counts 2 flops per MAC)
 PROFILER_MATMULS = ('aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm')
@@ -16,7 +16,7 @@ NOT_IN_PROFILER = ('layer_norm', 'grid_sampler')
 
 
 def _tool():
-    path = osp.join(REPO, 'tools', 'analysis', 'get_flops.py')
+    path = osp.join(REPO_ROOT, 'tools', 'analysis', 'get_flops.py')
     spec = importlib.util.spec_from_file_location('get_flops_tool', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

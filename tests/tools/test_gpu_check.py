@@ -6,7 +6,7 @@ import os.path as osp
 import pytest
 import torch
 
-from tool_runner import REPO_ROOT, run
+from helpers import REPO_ROOT, run
 
 SCRIPT = osp.join(REPO_ROOT, 'tools', 'analysis', 'gpu_check.sh')
 

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import torch
 
-from builders import LORS_CFG, SYNTHETIC, build_model
-from tool_runner import REPO_ROOT, run
+from helpers import LORS_CFG, SYNTHETIC, build_model
+from helpers import REPO_ROOT, run
 
 DEMO = osp.join(REPO_ROOT, 'demo', 'image_demo.py')
 

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 import torch
-from tool_runner import run
+from helpers import REPO_ROOT, run
 
 from lors_det.engine.checkpoint import (CheckpointMismatchError,
                                         check_checkpoint)
@@ -27,7 +27,6 @@ from lors_det.efficient.lorita_compress import (LoRITaCompressError, check_value
                                            ranks_for_global_ratio)
 from lors_det.models.param_counts import build_model
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(REPO_ROOT, 'tools', 'model_converters', 'lorita_compress.py')
 
 

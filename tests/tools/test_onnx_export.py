@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from builders import LORS_CFG, SYNTHETIC, build_model
-from tool_runner import REPO_ROOT, run
+from helpers import LORS_CFG, SYNTHETIC, build_model
+from helpers import REPO_ROOT, run
 
 pytest.importorskip('onnx')
 pytest.importorskip('onnxruntime')

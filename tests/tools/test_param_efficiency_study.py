@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tool_runner import REPO_ROOT, run
+from helpers import REPO_ROOT, run
 
 TOOL = osp.join(REPO_ROOT, 'tools', 'analysis',
                 'compare_param_efficiency.py')

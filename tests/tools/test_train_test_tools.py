@@ -17,17 +17,16 @@ import sys
 
 import pytest
 import torch
-from builders import CKPT_INTERVAL, MAX_ITERS, write_tiny_config
-from tool_runner import run, tool_env
+from helpers import REPO_ROOT, CKPT_INTERVAL, MAX_ITERS, write_tiny_config
+from helpers import run, tool_env
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
 TEST = osp.join(REPO_ROOT, 'tools', 'test.py')
 DIST_TRAIN = osp.join(REPO_ROOT, 'tools', 'dist_train.sh')
 DIST_TEST = osp.join(REPO_ROOT, 'tools', 'dist_test.sh')
 
 # Contract shared by the tests and the `train_config` fixture (the tiny
-# config's MAX_ITERS and CKPT_INTERVAL come from tests/builders.py).
+# config's MAX_ITERS and CKPT_INTERVAL come from tests/helpers.py).
 NUM_VAL_IMAGES = 4
 TIMEOUT_S = 300
 
@@ -36,8 +35,8 @@ TIMEOUT_S = 300
 def train_config(tmp_path_factory):
     """Path of the config file every test in this module trains/tests with.
 
-    The tiny LORS config of ``tests/builders.py`` (the one shrink of the
-    shipped synthetic configs, shared with the reliability tests), with a
+    The tiny LORS config of ``tests/helpers.py`` (the one shrink of the
+    shipped synthetic configs, shared with the engine tests), with a
     COCO validation after the last iteration. Contract:
 
     * trains with ``IterBasedTrainLoop`` for ``MAX_ITERS`` iterations and
@@ -346,7 +345,7 @@ def test_missing_checkpoint(train_config, tmp_path):
 def test_resume_from_another_architecture_is_refused(train_config, tmp_path):
     """``--resume`` with an AdaMixer checkpoint into the AdaMixer+LORS config
     stops before training, naming the file, instead of loading part of it."""
-    from builders import SYNTHETIC, build_model
+    from helpers import SYNTHETIC, build_model
     ckpt = tmp_path / 'adamixer.pth'
     torch.save(dict(state_dict=build_model(SYNTHETIC['adamixer'])
                     .state_dict(), meta=dict(epoch=1, iter=2)), ckpt)
@@ -361,7 +360,7 @@ def test_resume_from_another_architecture_is_refused(train_config, tmp_path):
 def test_merge_lors_on_a_config_without_lors_warns(train_config, tmp_path):
     """``--merge-lors`` on a plain AdaMixer config has nothing to fold: a
     warning naming the config, then the usual evaluation."""
-    from builders import load_config
+    from helpers import load_config
     from mmdet.registry import MODELS
     config = write_tiny_config(tmp_path / 'adamixer_tiny.py',
                                osp.join(osp.dirname(train_config), 'data'),

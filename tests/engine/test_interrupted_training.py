@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from lors_det.engine.checkpoint import CheckpointError, load_checkpoint_file
 from lors_det.engine.fileio import PARTIAL_SUFFIX, atomic_write_bytes
-from .helpers import CKPT_INTERVAL, MAX_ITERS, TRAIN, losses_by_run, run
+from helpers import CKPT_INTERVAL, MAX_ITERS, TRAIN, losses_by_run, run
 
 LOSS_RTOL = 1e-5
 

@@ -11,7 +11,7 @@ config and seed, so bit-identical losses show that nothing outside the seed
 import os.path as osp
 
 from lors_det.engine.checkpoint import load_checkpoint_file
-from .helpers import CKPT_INTERVAL, MAX_ITERS, losses_by_run
+from helpers import CKPT_INTERVAL, MAX_ITERS, losses_by_run
 
 
 def test_same_seed_gives_identical_losses(reference_run, interrupted_run):

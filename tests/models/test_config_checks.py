@@ -12,7 +12,7 @@ import pytest
 from mmdet.registry import MODELS
 from mmengine.config import Config
 
-from .helpers import ADAMIXER_CFG, LORS_CFG
+from helpers import ADAMIXER_CFG, LORS_CFG
 
 LORS_OK = dict(lorsa=dict(rank=8, num_factors=[1, 1, 2, 2, 3, 3]),
                lorst=dict(rank=4, num_factors=1))

@@ -24,7 +24,7 @@ from lors_det.engine.fileio import (OutputPathError, WorkDirBusyError,
                                     check_outputs)
 from lors_det.engine.resume import (ResumeError, find_resume_checkpoint,
                                     refuse_fresh_start)
-from .helpers import MAX_ITERS, REPO_ROOT, TEST, TRAIN, run
+from helpers import MAX_ITERS, REPO_ROOT, TEST, TRAIN, run
 
 
 # ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import os.path as osp
 import pytest
 import torch
 import torch.nn as nn
-from builders import SYNTHETIC, build_model, make_batch
+from helpers import SYNTHETIC, build_model, make_batch
 from mmdet.registry import MODELS
 from mmengine.config import Config
 from mmengine.hooks import Hook
@@ -28,7 +28,7 @@ from mmengine.runner import Runner
 
 from lors_det.engine import NonFiniteCheckOptimWrapper, NonFiniteLossError
 from lors_det.models.detectors.adamixer import AdaMixer
-from .helpers import CKPT_INTERVAL, losses_by_run
+from helpers import CKPT_INTERVAL, losses_by_run
 
 NAN_KEY = 's1.loss_bbox'
 

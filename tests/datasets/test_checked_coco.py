@@ -22,7 +22,7 @@ from mmengine.runner import Runner
 
 from lors_det.datasets import CheckedCocoDataset
 from lors_det.datasets.checked_coco import DatasetWarning
-from .helpers import ADAMIXER_CFG, CLASSES
+from helpers import ADAMIXER_CFG, CLASSES
 
 ANN = 'annotations/instances_train.json'
 

@@ -1,27 +1,47 @@
-"""Tiny models and batches built from the shipped configs, for the tests
-(imported as a module: ``from builders import build_model``)."""
+"""The tests' helpers (imported as a module: ``from helpers import ...``).
+
+* tiny models and batches built from the shipped configs (``build_model``,
+  ``make_batch``), the tiny training config the tool runs use
+  (``write_tiny_config``);
+* running a tool as a subprocess like a user would (from the repo root, on
+  CPU), with a hard timeout that kills the whole process group (torchrun and
+  its workers included): ``run``, ``popen``, ``finish``, ``tool_env``;
+* reading what a run logged (``losses_by_run``), waiting for a file.
+"""
+import glob
+import json
 import math
 import os
+import os.path as osp
+import signal
+import subprocess
+import sys
+import time
 
+import pytest
 import torch
 from mmdet.structures import DetDataSample
 from mmengine.config import Config
 from mmengine.structures import InstanceData
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
+TEST = osp.join(REPO_ROOT, 'tools', 'test.py')
+TIMEOUT_S = 300
+
 SYNTHETIC = {
     'adamixer': 'configs/synthetic/adamixer_tiny_synthetic.py',
     'lors': 'configs/synthetic/adamixer-lors_tiny_synthetic.py',
 }
-ADAMIXER_CFG = os.path.join(REPO, SYNTHETIC['adamixer'])
-LORS_CFG = os.path.join(REPO, SYNTHETIC['lors'])
+ADAMIXER_CFG = os.path.join(REPO_ROOT, SYNTHETIC['adamixer'])
+LORS_CFG = os.path.join(REPO_ROOT, SYNTHETIC['lors'])
 # the tiny tool runs: iterations, checkpoint interval
 MAX_ITERS = 4
 CKPT_INTERVAL = 2
 
 
 def load_config(rel_path: str) -> Config:
-    return Config.fromfile(os.path.join(REPO, rel_path))
+    return Config.fromfile(os.path.join(REPO_ROOT, rel_path))
 
 
 def build_model(rel_path: str, **decoder_overrides):
@@ -148,3 +168,82 @@ def write_tiny_config(path, data_root, lors=False, max_iters=MAX_ITERS,
     with open(path, 'w') as f:
         f.write(text)
     return str(path)
+
+
+def tool_env(extra_pythonpath=()) -> dict:
+    """This environment, with no GPU, one intra-op thread (on a shared
+    2-core machine two spinning OpenMP threads per process make every step
+    many times slower), the repo first on PYTHONPATH, ``$PYTHON`` for
+    tools/dist_*.sh, and the checkpoint trust switch removed."""
+    env = dict(os.environ)
+    env['CUDA_VISIBLE_DEVICES'] = ''
+    env['OMP_NUM_THREADS'] = env['MKL_NUM_THREADS'] = '1'
+    env['PYTHON'] = sys.executable
+    paths = [REPO_ROOT, *map(str, extra_pythonpath)]
+    if env.get('PYTHONPATH'):
+        paths.append(env['PYTHONPATH'])
+    env['PYTHONPATH'] = os.pathsep.join(paths)
+    env.pop('LORS_DET_TRUST_CHECKPOINTS', None)
+    return env
+
+
+def popen(cmd, env=None) -> subprocess.Popen:
+    return subprocess.Popen(cmd, cwd=REPO_ROOT, env=env or tool_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, cmd, check=True,
+           timeout=TIMEOUT_S) -> subprocess.CompletedProcess:
+    """Wait for a :func:`popen` process; fail the test on timeout or, with
+    ``check``, on a non-zero exit, showing the output's tail."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f'timed out after {timeout}s: {cmd}\n{out[-6000:]}')
+    if check and proc.returncode != 0:
+        pytest.fail(f'exit code {proc.returncode}: {cmd}\n{out[-6000:]}')
+    return subprocess.CompletedProcess(cmd, proc.returncode, out)
+
+
+def run(cmd, env=None, check=True,
+        timeout=TIMEOUT_S) -> subprocess.CompletedProcess:
+    return finish(popen(cmd, env), cmd, check=check, timeout=timeout)
+
+
+CLASSES = ('circle', 'square', 'triangle')
+
+
+def wait_for(path, proc, timeout=TIMEOUT_S):
+    """Wait until ``path`` exists; fail if ``proc`` ends first."""
+    t0 = time.time()
+    while not osp.exists(path):
+        if proc.poll() is not None:
+            out = proc.stdout.read()
+            pytest.fail(f'process ended (exit {proc.returncode}) before '
+                        f'{path} appeared:\n{out[-6000:]}')
+        if time.time() - t0 > timeout:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f'{path} did not appear within {timeout}s')
+        time.sleep(0.05)
+
+
+def losses_by_run(work_dir):
+    """``[{iter: {key: value}}]``, one dict per run (timestamped log dir)
+    in ``work_dir``, oldest first, from ``vis_data/scalars.json``."""
+    runs = []
+    for path in sorted(
+            glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))):
+        per_iter = {}
+        with open(path) as f:
+            for line in f:
+                rec = json.loads(line)
+                if 'loss' in rec:
+                    per_iter[rec['iter']] = {
+                        k: v
+                        for k, v in rec.items() if 'loss' in k
+                    }
+        runs.append(per_iter)
+    return runs

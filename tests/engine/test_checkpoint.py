@@ -25,7 +25,7 @@ from lors_det.engine.checkpoint import (CheckpointError,
                                         check_checkpoint,
                                         load_checkpoint_file,
                                         register_checkpoint_loader)
-from .helpers import CKPT_INTERVAL, MAX_ITERS, TEST, TRAIN, run
+from helpers import CKPT_INTERVAL, MAX_ITERS, TEST, TRAIN, run
 
 
 @pytest.fixture(scope='module')
