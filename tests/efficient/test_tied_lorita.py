@@ -102,6 +102,20 @@ def test_lorita_bias_init_and_factor_chain_checks():
     assert not layer.is_valid_chain([])
 
 
+def test_load_adopts_only_factors_numbered_from_zero_without_gaps():
+    layer = LoRITaLinear(16, 8, num_factors=3)
+    state = {'factors.0': torch.zeros(3, 16), 'factors.1': torch.zeros(8, 3),
+             'bias': torch.zeros(8)}
+    layer.load_state_dict(state)  # a compressed chain: adopted
+    assert [tuple(f.shape) for f in layer.factors] == [(3, 16), (8, 3)]
+    layer = LoRITaLinear(16, 8, num_factors=3)
+    gap = {'factors.0': torch.zeros(3, 16), 'factors.2': torch.zeros(8, 3),
+           'bias': torch.zeros(8)}
+    with pytest.raises(RuntimeError, match='Missing key.*factors.1'):
+        layer.load_state_dict(gap)  # the usual error, not a KeyError
+    assert len(layer.factors) == 3
+
+
 def test_plain_ffn_is_a_residual_two_layer_mlp_and_tied_must_be_bool():
     ffn = FFN(8, 16)
     x = torch.randn(3, 8)

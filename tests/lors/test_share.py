@@ -174,11 +174,32 @@ def test_unshare_reshare_keeps_parameter_objects_for_an_optimizer():
             layer.fc1.bias.fill_(0.5)
     shared.reshare()
     assert shared.is_shared and ids == [id(p) for p in shared.parameters()]
+    # the unshared count is recounted, not added to
+    assert shared.dense_numel == N * (2 * C * HIDDEN + HIDDEN + C +
+                                      (C + 1) * 2 * C * M)
     assert all(torch.equal(b, torch.full_like(b, 0.5))
                for b in shared.lorst['fc1'].private_bias)
     assert all(B.abs().sum() == 0 for B in shared.lorst['fc2'].private_B)
     with pytest.raises(RuntimeError, match='already hold the views'):
         shared.reshare()
+
+
+@pytest.mark.parametrize('num_groups', [1, 2])
+def test_views_have_the_replaced_linears_sizes(num_groups):
+    layers = stack()
+    sizes = {name: (m.in_features, m.out_features)
+             for name, m in layers[0].named_children()
+             if isinstance(m, nn.Linear)}
+    # G groups of 1/G-height matrices fill the same generator output
+    shapes = [(C // num_groups, M), (M // num_groups, C)]
+    lorsa = dict(LORSA, matrix_shapes=shapes, num_groups=num_groups)
+    SharedLayers(layers, lorst=LORST, lorsa=lorsa)
+    for layer in layers:
+        for name, (in_features, out_features) in sizes.items():
+            view = getattr(layer, name)
+            assert isinstance(view, (LORSTView, LORSAView))
+            assert (view.in_features, view.out_features) == \
+                (in_features, out_features), name
 
 
 def test_deepcopy_links_views_to_the_copied_stacks():
