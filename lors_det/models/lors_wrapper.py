@@ -34,6 +34,7 @@ from torch import nn
 
 from ..lors import SharedLayers, count_parameters
 from ..lors.checks import check_keys, config_block
+from . import deploy
 
 SHARE_KEYS = ('stack', 'lorst', 'lorsa', 'init_from')
 
@@ -116,26 +117,23 @@ class LORSWrapper(BaseModel):
 
     def forward(self, inputs, data_samples=None, mode: str = 'tensor'):
         """The detector's ``forward`` (modes 'loss', 'predict', 'tensor')."""
-        if mode == 'loss' and self.lors_merged:
-            raise RuntimeError(
-                'loss on a model with merged LORS weights: they are an '
-                'inference copy that training would leave stale; call '
-                'unmerge_lors() before training')
+        if mode == 'loss':
+            deploy.check_not_merged(self)
         return self.detector(inputs, data_samples, mode)
 
+    # merging LORS: lors_det.models.deploy is the one place (also for the
+    # deploy checkpoint of the unwrapped detector, ``to_deploy``)
     has_lors = True  # ``share`` is never empty
 
     @property
     def lors_merged(self) -> bool:
-        return any(s.merged for shared in self.lors.values()
-                   for s in shared.targets.values())
+        return deploy.is_merged(self)
 
-    def merge_lors(self) -> None:
+    def merge_lors(self) -> int:
         """Fold every shared stack into dense per-layer weights, for
-        inference (same outputs); call it after loading the weights."""
-        for shared in self.lors.values():
-            shared.merge()
+        inference (same outputs); call it after loading the weights.
+        Returns the number of stacks merged."""
+        return deploy.merge_lors(self)
 
     def unmerge_lors(self) -> None:
-        for shared in self.lors.values():
-            shared.unmerge()
+        deploy.unmerge_lors(self)

@@ -104,3 +104,91 @@ def test_lors_merge_converter(tmp_path):
                                       deploy._forward(inputs)):
             torch.testing.assert_close(c1, c2, rtol=1e-4, atol=1e-4)
             torch.testing.assert_close(b1, b2, rtol=1e-4, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------
+# LORSWrapper (projects/lors_mmdet): the deploy model is the mmdet detector
+# ---------------------------------------------------------------------------
+WRAPPED = {
+    'sparse_rcnn': 'projects/lors_mmdet/configs/synthetic/'
+    'sparse-rcnn-lors_tiny_synthetic.py',
+    'dino': 'projects/lors_mmdet/configs/synthetic/'
+    'dino-4scale-lors_tiny_synthetic.py',
+}
+
+
+def randomised_wrapper(path):
+    """A LORSWrapper with non-zero private parts (a zero B proves
+    nothing)."""
+    from mmdet.registry import MODELS
+    torch.manual_seed(0)
+    model = MODELS.build(load_config(path).model)
+    model.init_weights()
+    with torch.no_grad():
+        for name, p in model.lors.named_parameters():
+            if '.private_B.' in name or '.private_generators.' in name:
+                p.normal_(std=0.1)
+    return model.eval()
+
+
+def wrapped_outputs(model, inputs, samples):
+    with torch.no_grad():
+        out = model(inputs, samples, mode='tensor')
+    flat = []
+
+    def walk(o):
+        if torch.is_tensor(o):
+            flat.append(o)
+        elif isinstance(o, dict):
+            [walk(o[k]) for k in sorted(o)]
+        elif isinstance(o, (list, tuple)):
+            [walk(x) for x in o]
+    walk(out)
+    assert flat
+    return flat
+
+
+@pytest.mark.parametrize('name', sorted(WRAPPED))
+def test_deploy_of_a_wrapper_is_the_unwrapped_mmdet_detector(name):
+    from mmdet.registry import MODELS
+    from lors_det.models.deploy import to_deploy
+    cfg = load_config(WRAPPED[name])
+    model = randomised_wrapper(WRAPPED[name])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    deploy_cfg, state = to_deploy(cfg, model)
+    assert deploy_cfg.model.type == cfg.model.detector.type
+    plain = MODELS.build(deploy_cfg.model).eval()
+    plain.load_state_dict(state, strict=True)  # every key, no extra one
+    inputs, samples = make_batch()
+    for a, b in zip(wrapped_outputs(model, inputs, samples),
+                    wrapped_outputs(plain, inputs, samples)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    # the LORS model is unchanged (still shared, same weights)
+    assert all(s.is_shared for s in model.lors.values())
+    assert all(torch.equal(before[k], v)
+               for k, v in model.state_dict().items())
+
+
+@pytest.mark.slow
+def test_lors_merge_converter_on_a_wrapper_config(tmp_path):
+    from mmdet.registry import MODELS
+    path = WRAPPED['sparse_rcnn']
+    model = randomised_wrapper(path)
+    ckpt = tmp_path / 'lors.pth'
+    torch.save(dict(state_dict=model.state_dict()), ckpt)
+    out = tmp_path / 'deploy.pth'
+    proc = subprocess.run([
+        sys.executable, 'tools/model_converters/lors_merge.py',
+        osp.join(REPO_ROOT, path), str(ckpt), str(out)
+    ], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    deploy_cfg = Config.fromfile(str(tmp_path / 'deploy.py'))
+    # the deploy config is mmdet's own model, as the unwrapped config has it
+    plain_cfg = load_config(path).model.detector
+    assert deploy_cfg.model.to_dict() == plain_cfg.to_dict()
+    plain = MODELS.build(plain_cfg).eval()
+    plain.load_state_dict(torch.load(out)['state_dict'], strict=True)
+    inputs, samples = make_batch()
+    for a, b in zip(wrapped_outputs(model, inputs, samples),
+                    wrapped_outputs(plain, inputs, samples)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -2,15 +2,18 @@
 
     python tools/model_converters/lors_merge.py CONFIG CHECKPOINT OUT [--force]
 
-writes OUT (checkpoint) and OUT's name with ``.py`` (the deploy config: the
-same model with ``lorsa=None`` and ``lorst=None``, i.e. AdaMixer's unshared
-stages: one dense ACM/ASM generator and one dense output linear per stage).
-``tools/test.py DEPLOY_CONFIG OUT`` then gives the same detections as the
-LORS model at exactly AdaMixer's cost per stage. The deploy model is larger
-(dense weights per stage): keep the LORS checkpoint as the training asset.
-Neither output may be an input; existing outputs are replaced only with
-``--force``; both are written atomically (logic:
-:func:`lors_det.models.deploy.to_deploy`).
+writes OUT (checkpoint) and OUT's name with ``.py`` (the deploy config, a
+model without LORS). For an AdaMixer+LORS config that is the same model
+with ``lorsa=None`` and ``lorst=None``, i.e. AdaMixer's unshared stages:
+one dense ACM/ASM generator and one dense output linear per stage. For a
+``LORSWrapper`` config (``projects/lors_mmdet``) it is the wrapped mmdet
+detector (``model.detector``), with a dense linear per layer where the
+stacks were shared. ``tools/test.py DEPLOY_CONFIG OUT`` then gives the same
+detections as the LORS model at the plain model's cost. The deploy model is
+larger (dense weights per stage): keep the LORS checkpoint as the training
+asset. Neither output may be an input; existing outputs are replaced only
+with ``--force``; both are written atomically. The merging itself is
+:func:`lors_det.models.deploy.to_deploy`.
 """
 import argparse
 import os.path as osp

@@ -12,7 +12,8 @@ from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from mmengine.logging import print_log
 
-from ...lors import MergeableStack, count_parameters
+from ...lors import count_parameters
+from .. import deploy
 
 
 @MODELS.register_module()
@@ -84,43 +85,34 @@ class AdaMixer(BaseDetector):
     def num_queries(self) -> int:
         return self.query_generator.num_queries
 
-    def _lors_stacks(self) -> List[MergeableStack]:
-        return [m for m in self.modules() if isinstance(m, MergeableStack)]
-
+    # merging LORS: lors_det.models.deploy is the one place; these are its
+    # entry points on the model
     @property
     def has_lors(self) -> bool:
         """Whether the model has a LORS stack (LORSA or LORST) to merge."""
-        return bool(self._lors_stacks())
+        return bool(deploy.lors_stacks(self))
 
     @property
     def lors_merged(self) -> bool:
         """Whether :meth:`merge_lors` is in effect."""
-        return any(m.merged for m in self._lors_stacks())
+        return deploy.is_merged(self)
 
-    def merge_lors(self) -> None:
-        """Fold every LORS stack (LORSA generator, LORST output linear)
-        into dense per-stage weights, for inference: same outputs at
-        AdaMixer's cost per stage. Call it after loading the weights (loading
-        a state dict unmerges); the parameters are kept, so
-        :meth:`unmerge_lors` restores the LORS computation.
+    def merge_lors(self) -> int:
+        """Fold every LORS stack into dense per-stage weights, for
+        inference (:func:`lors_det.models.deploy.merge_lors`): same outputs
+        at AdaMixer's cost per stage. Call it after loading the weights;
+        :meth:`unmerge_lors` restores the LORS computation. Returns the
+        number of stacks merged.
 
         Raises:
             ValueError: the model has no LORS stack, or the merged weights
                 are not finite.
         """
-        stacks = self._lors_stacks()
-        if not stacks:
-            raise ValueError(
-                'merge_lors: the model has no LORS layer (decoder.mixing.'
-                'lorsa and decoder.mixing.lorst are not set); nothing to '
-                'merge')
-        for stack in stacks:
-            stack.merge()
+        return deploy.merge_lors(self)
 
     def unmerge_lors(self) -> None:
         """Drop the dense weights of :meth:`merge_lors` (no-op if none)."""
-        for stack in self._lors_stacks():
-            stack.unmerge()
+        deploy.unmerge_lors(self)
 
     def extract_feat(self, batch_inputs: torch.Tensor) -> Tuple[torch.Tensor]:
         """(B, 3, H, W) images -> L neck maps (B, C, H_l, W_l)."""
@@ -132,11 +124,7 @@ class AdaMixer(BaseDetector):
     def loss(self, batch_inputs: torch.Tensor,
              batch_data_samples: SampleList) -> dict:
         """Losses of all decoder stages (``s{i}.loss_*``)."""
-        if self.lors_merged:
-            raise RuntimeError(
-                'loss() on a model with merged LORS weights: they are an '
-                'inference copy that training would leave stale; call '
-                'unmerge_lors() before training')
+        deploy.check_not_merged(self)
         features = self.extract_feat(batch_inputs)
         xyzr, query = self._queries(batch_data_samples)
         return self.decoder.loss(features, xyzr, query, batch_data_samples)
