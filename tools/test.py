@@ -11,9 +11,11 @@ Usage is identical to mmdetection's ``tools/test.py``::
 On machines without CUDA, ``--launcher pytorch|slurm|mpi`` runs CPU DDP over
 gloo (see :mod:`lors_det.engine.dist`).
 
-The checkpoint is read and checked against the model before anything runs
-(:mod:`lors_det.engine.checkpoint`: no code execution, every weight present,
-tensors, finite, same shapes and dtypes).
+The checkpoint is read once, before anything is built, and checked against
+the model before it is loaded (:mod:`lors_det.engine.checkpoint`: no code
+execution, every weight present, tensors, finite, same shapes and dtypes);
+the runner does not read it again. ``--merge-lors`` then merges LORS
+(:mod:`lors_det.models.deploy`).
 """
 import argparse
 import logging
@@ -29,9 +31,10 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 import lors_det  # noqa: F401  (populates plugin registries)
-from lors_det.engine.checkpoint import (CheckpointError, check_checkpoint,
+from lors_det.engine.checkpoint import (CheckpointError, load_checked,
                                         load_checkpoint_file)
 from lors_det.engine.dist import setup_cpu_dist
+from lors_det.models.deploy import lors_stacks, merge_lors
 from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet.evaluation import DumpDetResults
 from mmdet.registry import RUNNERS
@@ -100,7 +103,8 @@ def parse_args():
 def main():
     args = parse_args()
 
-    # A damaged or unsafe checkpoint fails here, before anything is built.
+    # A damaged or unsafe checkpoint fails here, before anything is built;
+    # this is the one read of a local checkpoint (loaded below, checked).
     checkpoint = None
     if '://' not in args.checkpoint:
         try:
@@ -127,7 +131,8 @@ def main():
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
 
-    cfg.load_from = args.checkpoint
+    # remote checkpoints are left to mmengine's loading in runner.test()
+    cfg.load_from = args.checkpoint if checkpoint is None else None
 
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
@@ -176,31 +181,36 @@ def main():
 
     # A checkpoint of another architecture, or with weights that cannot be
     # right, would otherwise load partially (mmengine only warns) and be
-    # evaluated with random weights.
+    # evaluated with random weights. Loaded as Runner.load_checkpoint does
+    # (hooks first: EMAHook swaps in the EMA weights), from the one read.
     if checkpoint is not None:
+        runner.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         try:
-            check_checkpoint(runner.model, checkpoint, args.checkpoint,
-                             config=args.config)
+            load_checked(runner.model, checkpoint, args.checkpoint,
+                         config=args.config)
         except CheckpointError as e:
             sys.exit(f'error: {e}')
+        runner.logger.info(f'Load checkpoint from {args.checkpoint}')
         del checkpoint
     if args.merge_lors:
         model = runner.model
         while hasattr(model, 'module'):  # DDP / TTA wrappers
             model = model.module
-        if not getattr(model, 'has_lors', False):
+        if not lors_stacks(model):
             # nothing to fold: the config has no LORS layer
             print_log(
                 f'--merge-lors: {args.config} has no LORS layer '
                 '(decoder.mixing.lorsa / lorst unset); evaluating it as is',
                 logger='current', level=logging.WARNING)
         else:
-            # load now, then merge; runner.test() does not load again
-            runner.load_checkpoint(args.checkpoint, map_location='cpu')
+            if cfg.load_from is not None:  # remote: load now, then merge
+                runner.load_checkpoint(args.checkpoint, map_location='cpu')
             try:
-                model.merge_lors()
+                num_stacks = merge_lors(model)
             except ValueError as e:  # non-finite merged weights
                 sys.exit(f'error: --merge-lors: {e}')
+            print_log(f'--merge-lors: merged {num_stacks} LORS stacks into '
+                      'dense per-stage weights', logger='current')
 
     # add `DumpResults` dummy metric
     if args.out is not None:

@@ -124,6 +124,30 @@ class LoRITaLinear(nn.Module):
             for s in shapes)
         return True
 
+    def _checkpoint_factor_shapes(self, state_dict, prefix):
+        """The shapes of ``factors.0 .. factors.{n-1}`` in ``state_dict``
+        (None without them, or with a gap in the numbering)."""
+        head = prefix + 'factors.'
+        index = {int(k[len(head):]): k for k in state_dict
+                 if k.startswith(head) and k[len(head):].isdigit()}
+        if not index or sorted(index) != list(range(len(index))):
+            return None
+        return [tuple(state_dict[index[i]].shape) for i in range(len(index))]
+
+    def state_entries_after_load(self, state_dict, prefix):
+        """``{key: (shape, dtype)}`` of this layer's state once
+        ``state_dict`` is loaded (the adopted factor shapes, see
+        ``_load_from_state_dict``), without loading: lets a checkpoint be
+        checked against the model without copying it. None: unchanged."""
+        shapes = self._checkpoint_factor_shapes(state_dict, prefix)
+        if shapes is None or not self.is_valid_chain(shapes):
+            return None
+        dtype = self.bias.dtype
+        entries = {f'{prefix}factors.{i}': (torch.Size(s), dtype)
+                   for i, s in enumerate(shapes)}
+        entries[prefix + 'bias'] = (self.bias.shape, dtype)
+        return entries
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # A compressed checkpoint has fewer/smaller factors: adopt its shapes.
         # Only shapes that chain from in_features to out_features (and keys
@@ -131,12 +155,9 @@ class LoRITaLinear(nn.Module):
         # checkpoint of a layer of another size) is left to the usual
         # size-mismatch / missing / unexpected key errors instead of being
         # adopted silently and failing at the first forward.
-        head = prefix + 'factors.'
-        index = {int(k[len(head):]): k for k in state_dict
-                 if k.startswith(head) and k[len(head):].isdigit()}
-        if index and sorted(index) == list(range(len(index))):
-            self.adopt_factor_shapes(
-                [state_dict[index[i]].shape for i in range(len(index))])
+        shapes = self._checkpoint_factor_shapes(state_dict, prefix)
+        if shapes is not None:
+            self.adopt_factor_shapes(shapes)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:

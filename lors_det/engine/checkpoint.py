@@ -41,21 +41,22 @@ else is an error naming the variable).
 Damaged files (empty, truncated zip, CRC mismatch, not a PyTorch file,
 errors while unpickling) raise :class:`CheckpointError` naming the file.
 
-Checkpoint vs model
--------------------
+Checkpoint vs model (separate from the reader)
+----------------------------------------------
 :func:`extract_state_dict` is the one state-dict extractor (mmengine
 ``state_dict``, official ``model``, or a bare dict; DDP ``module.`` prefix
 removed). :func:`check_state_dict` is the one comparison with a model: it
 refuses values that cannot be weights (not a tensor, NaN/Inf) and entries of
 another shape or dtype, naming the keys; missing model weights are an error
-unless ``require_all=False`` (fine-tuning with ``load_from``).
-:func:`load_weights` does both and loads.
+unless ``require_all=False`` (fine-tuning with ``load_from``). It reads only
+the names, shapes and dtypes of the model's state (no copy of the model,
+nothing parsed from the checkpoint's config text). :func:`load_checked`
+checks an already read checkpoint and loads it; :func:`load_weights` reads,
+checks and loads.
 """
-import copy
 import os
 import os.path as osp
 import pickle
-import re
 import types
 import warnings
 import zipfile
@@ -68,7 +69,7 @@ __all__ = [
     'CheckpointError', 'UntrustedCheckpointError', 'CheckpointMismatchError',
     'TRUST_ENV', 'trust_from_env', 'load_checkpoint_file',
     'extract_state_dict', 'check_state_dict', 'check_checkpoint',
-    'load_weights',
+    'load_checked', 'load_weights',
     'register_checkpoint_loader'
 ]
 
@@ -369,22 +370,32 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def _expected_state(model: torch.nn.Module, state: dict) -> Dict:
-    """The model's state dict after adapting to ``state`` as loading would
-    (LoRITaLinear takes a compressed checkpoint's factor shapes): that of a
-    copy of the model after a non-strict load."""
-    probe = copy.deepcopy(model)
-    try:
-        probe.load_state_dict(state, strict=False)
-    except RuntimeError:
-        pass  # shape mismatches, reported by the caller
-    return probe.state_dict()
+def _expected_entries(model: torch.nn.Module,
+                      state: dict) -> Dict[str, tuple]:
+    """``{key: (shape, dtype)}`` of the model's state dict once ``state`` is
+    loaded, read from the model without copying it. A module that adapts to
+    the checkpoint while loading (``LoRITaLinear`` adopts a compressed
+    checkpoint's factor shapes) says how, with
+    ``state_entries_after_load(state, prefix)``: its entries replace the
+    module's."""
+    expected = {k: (v.shape, v.dtype)
+                for k, v in model.state_dict(keep_vars=True).items()}
+    for name, module in model.named_modules():
+        after_load = getattr(module, 'state_entries_after_load', None)
+        if after_load is None:
+            continue
+        prefix = f'{name}.' if name else ''
+        entries = after_load(state, prefix)
+        if entries is not None:
+            for key in [k for k in expected if k.startswith(prefix)]:
+                del expected[key]
+            expected.update(entries)
+    return expected
 
 
 def check_state_dict(model: torch.nn.Module, state: dict, path: str,
                      require_all: bool = True,
                      config: Optional[str] = None,
-                     meta_cfg: Optional[str] = None,
                      allow_unexpected: bool = True) -> None:
     """Refuse weights that cannot be right for ``model``.
 
@@ -395,7 +406,8 @@ def check_state_dict(model: torch.nn.Module, state: dict, path: str,
     tolerated (mmengine ignores them) and listed only alongside an error,
     unless ``allow_unexpected=False`` (a converter's output must not have
     any).
-    ``model`` may be wrapped (DDP, TTA) and is not changed.
+    ``model`` may be wrapped (DDP, TTA); it is neither changed nor copied
+    (only the names, shapes and dtypes of its state are read).
     """
     model = _unwrap(model)
     not_tensor = [f'{k} ({type(v).__name__})' for k, v in state.items()
@@ -412,18 +424,18 @@ def check_state_dict(model: torch.nn.Module, state: dict, path: str,
             f"checkpoint file '{path}' has NaN or infinite values in "
             f'{len(non_finite)} weights, e.g. {_examples(non_finite)}: the '
             'run that saved it had diverged; use an earlier checkpoint')
-    expected = _expected_state(model, state)
+    expected = _expected_entries(model, state)
     missing = [k for k in expected if k not in state] if require_all else []
     unexpected = [k for k in state if k not in expected]
     bad_shape = [
-        f'{k}: checkpoint {tuple(state[k].shape)} vs model '
-        f'{tuple(v.shape)}' for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
+        f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(shape)}'
+        for k, (shape, _) in expected.items()
+        if k in state and state[k].shape != shape
     ]
     bad_dtype = [
-        f'{k}: checkpoint {state[k].dtype} vs model {v.dtype}'
-        for k, v in expected.items()
-        if k in state and state[k].dtype != v.dtype
+        f'{k}: checkpoint {state[k].dtype} vs model {dtype}'
+        for k, (_, dtype) in expected.items()
+        if k in state and state[k].dtype != dtype
     ]
     if not (missing or bad_shape or bad_dtype or
             (unexpected and not allow_unexpected)):
@@ -442,12 +454,6 @@ def check_state_dict(model: torch.nn.Module, state: dict, path: str,
     if unexpected:
         lines.append(f'  {len(unexpected)} of its entries are not in the '
                      f'model, e.g. {_examples(unexpected)}')
-    if isinstance(meta_cfg, str):
-        m = re.search(r'mixing\s*=\s*dict\(([^()]*(\([^()]*\)[^()]*)*)\)',
-                      meta_cfg)
-        if m is not None:
-            lines.append('  the checkpoint was trained with decoder mixing='
-                         f"dict({' '.join(m.group(1).split())})")
     lines.append('It was probably trained with another config (e.g. '
                  'AdaMixer vs AdaMixer+LORS); use it with the config it was '
                  "trained with (stored in the checkpoint's meta['cfg']).")
@@ -458,11 +464,20 @@ def check_checkpoint(model: torch.nn.Module, checkpoint, path: str,
                      require_all: bool = True,
                      config: Optional[str] = None) -> 'OrderedDict':
     """:func:`extract_state_dict` then :func:`check_state_dict` on a loaded
-    checkpoint (``meta['cfg']`` helps the message); returns the state."""
+    checkpoint; returns the state."""
     state = extract_state_dict(checkpoint, path)
-    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
-    check_state_dict(model, state, path, require_all, config,
-                     meta.get('cfg') if isinstance(meta, dict) else None)
+    check_state_dict(model, state, path, require_all, config)
+    return state
+
+
+def load_checked(model: torch.nn.Module, checkpoint, path: str,
+                 require_all: bool = True,
+                 config: Optional[str] = None) -> 'OrderedDict':
+    """:func:`check_checkpoint` on an already read ``checkpoint``, then load
+    its weights into ``model`` (unwrapped from DDP/TTA); returns the
+    state."""
+    state = check_checkpoint(model, checkpoint, path, require_all, config)
+    _unwrap(model).load_state_dict(state, strict=False)  # checked above
     return state
 
 
@@ -475,6 +490,5 @@ def load_weights(model: torch.nn.Module, path: str,
         dict: the loaded checkpoint (its ``meta`` etc. for the caller).
     """
     checkpoint = load_checkpoint_file(path)
-    state = check_checkpoint(model, checkpoint, path, require_all, config)
-    _unwrap(model).load_state_dict(state, strict=False)  # checked above
+    load_checked(model, checkpoint, path, require_all, config)
     return checkpoint

@@ -191,6 +191,34 @@ def test_checkpoint_of_another_architecture_is_named(mmengine_ckpt,
     assert 'another config' in msg
 
 
+def test_the_check_neither_copies_nor_changes_the_model(monkeypatch):
+    """The comparison reads the model's names, shapes and dtypes only: no
+    deep copy (on a GPU it would double the memory), no load; the meta's
+    config text is not read."""
+    import copy
+
+    from helpers import SYNTHETIC, build_model
+    model = build_model(SYNTHETIC['lors'])
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError('the check copied or loaded the model')
+    monkeypatch.setattr(copy, 'deepcopy', refuse)
+    monkeypatch.setattr(model, 'load_state_dict', refuse)
+    ckpt = dict(state_dict=state, meta=dict(cfg='mixing = dict(lorsa=None'))
+    check_checkpoint(model, ckpt, 'x.pth')  # fits
+    state['decoder.mixing.out_proj.shared_weight'] = torch.zeros(3, 3)
+    with pytest.raises(CheckpointMismatchError,
+                       match=r'1 have another shape, e.g. decoder.mixing.'
+                       r'out_proj.shared_weight: checkpoint \(3, 3\)'):
+        check_checkpoint(model, ckpt, 'x.pth')
+    state['decoder.mixing.out_proj.shared_weight'] = torch.zeros(
+        model.decoder.mixing.out_proj.shared_weight.shape,
+        dtype=torch.float64)
+    with pytest.raises(CheckpointMismatchError, match='another dtype'):
+        check_checkpoint(model, ckpt, 'x.pth')
+
+
 # ---------------------------------------------------------------------------
 # the tools
 # ---------------------------------------------------------------------------

@@ -71,6 +71,28 @@ def _run(cmd, env=None, check=True):
     return run(cmd, env=env, check=check, timeout=TIMEOUT_S)
 
 
+READ_LOGGER = """
+import torch
+_load = torch.load
+
+
+def _logged_load(f, *args, **kwargs):
+    print(f'torch.load({f})', flush=True)
+    return _load(f, *args, **kwargs)
+
+
+torch.load = _logged_load
+"""
+
+
+def _reads_logged(tmp_path):
+    """An environment whose processes print every ``torch.load``."""
+    site = tmp_path / 'log_reads'
+    site.mkdir()
+    (site / 'sitecustomize.py').write_text(READ_LOGGER)
+    return tool_env(extra_pythonpath=[site])
+
+
 def _free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(('127.0.0.1', 0))
@@ -176,12 +198,15 @@ def test_train_then_test(train_config, trained, tmp_path):
     assert len(results) == NUM_VAL_IMAGES
     assert {'img_id', 'pred_instances'} <= set(results[0])
 
-    # --merge-lors: model.merge_lors() after loading, the same detections
+    # --merge-lors: model.merge_lors() after loading, the same detections;
+    # the checkpoint is read once (checked and loaded from the one read)
     merged_pkl = str(tmp_path / 'merged.pkl')
     proc = _run([
         sys.executable, TEST, train_config, ckpt_path, '--work-dir',
         str(tmp_path / 'test_merged'), '--out', merged_pkl, '--merge-lors'
-    ])
+    ], env=_reads_logged(tmp_path))
+    assert proc.stdout.count(f'torch.load({ckpt_path})') == 1, proc.stdout
+    assert '--merge-lors: merged 2 LORS stacks' in proc.stdout
     with open(merged_pkl, 'rb') as f:
         merged = pickle.load(f)
     assert [r['img_id'] for r in merged] == [r['img_id'] for r in results]
