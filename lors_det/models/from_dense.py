@@ -92,7 +92,7 @@ def _adamixer_pairs(dense: nn.Module, lors: nn.Module) -> List[StackPair]:
                 f'a {type(found).__name__} in the dense config (expected '
                 f'{want.__name__})')
         layers = list(found.layers)
-        if not all(type(m) is nn.Linear for m in layers):
+        if not all(isinstance(m, nn.Linear) for m in layers):
             raise ConfigMismatchError(
                 f'{path}: the dense layers are '
                 f'{type(layers[0]).__name__}, expected plain nn.Linear '
@@ -127,7 +127,7 @@ def _wrapper_pairs(dense: nn.Module, lors: nn.Module) -> List[StackPair]:
                         m = layer.get_submodule(name)
                     except AttributeError:
                         m = None
-                    if type(m) is not nn.Linear:
+                    if not isinstance(m, nn.Linear):
                         raise ConfigMismatchError(
                             f'model.share[{e}].{kind}: {path}.{i}.{name} is '
                             f'{type(m).__name__} in the dense model, '
