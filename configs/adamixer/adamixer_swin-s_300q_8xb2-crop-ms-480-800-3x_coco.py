@@ -29,16 +29,10 @@ optim_wrapper = dict(
             'relative_position_bias_table': dict(decay_mult=0.),
             'norm': dict(decay_mult=0.)
         }))
-# official Swin-S config: 1000 warm-up iterations
+# official Swin-S config: 1000 warm-up iterations (the base has 500)
 param_scheduler = [
     dict(
         type='LinearLR', start_factor=0.001, by_epoch=False, begin=0,
         end=1000),
-    dict(
-        type='MultiStepLR',
-        begin=0,
-        end=36,
-        by_epoch=True,
-        milestones=[24, 33],
-        gamma=0.1)
+    _base_.param_scheduler[1]  # the base's 3x steps
 ]

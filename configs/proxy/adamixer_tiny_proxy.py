@@ -26,23 +26,16 @@ model = dict(
     query_generator=dict(num_queries=32),
     decoder=dict(num_classes=len(metainfo['classes'])))
 
-# no colour jitter or flips that could change a class: a horizontal flip
-# keeps colour and shape, so it stays
+# the base's synthetic pipelines at img_scale (Resize is their only
+# size-dependent step); their one augmentation, a horizontal flip, keeps
+# colour and shape, so it cannot change a class here
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs')
+    dict(step, scale=img_scale) if step.type == 'Resize' else step
+    for step in _base_.train_pipeline
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(
-        type='PackDetInputs',
-        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                   'scale_factor'))
+    dict(step, scale=img_scale) if step.type == 'Resize' else step
+    for step in _base_.test_pipeline
 ]
 train_dataloader = dict(
     dataset=dict(data_root=data_root, metainfo=metainfo,
