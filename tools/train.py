@@ -33,6 +33,7 @@ from lors_det.engine.checkpoint import (CheckpointError, check_checkpoint,
                                         load_checkpoint_file)
 from lors_det.engine.dist import setup_cpu_dist
 from lors_det.engine.fileio import WorkDirBusyError, WorkDirLock
+from lors_det.engine.optim_wrappers import to_amp
 from lors_det.engine.resume import (ResumeError, find_resume_checkpoint,
                                     refuse_fresh_start)
 from mmdet.utils import register_all_modules, setup_cache_size_limit_of_dynamo
@@ -145,8 +146,8 @@ def main():
             sys.exit('error: --amp needs a CUDA GPU (mmengine\'s '
                      'AmpOptimWrapper is CUDA-only); train without --amp '
                      'on this machine (float32)')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.loss_scale = 'dynamic'
+        # the non-finite guard keeps its options, as its AMP variant
+        to_amp(cfg.optim_wrapper)
 
     # enable automatically scaling LR
     if args.auto_scale_lr:

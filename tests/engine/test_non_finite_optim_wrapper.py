@@ -244,6 +244,19 @@ def test_decoder_names_the_stage_and_the_tensor():
                        match=r'decoder stage 1 .*boxes') as info:
         model.loss(inputs, samples)
     assert 'cls logits' not in str(info.value)
+    # the optim wrapper's context: reported there, a NaN loss instead
+    from lors_det.models.roi_heads.non_finite import (
+        NON_FINITE_PREDICTIONS_KEY, report_non_finite_predictions)
+    with report_non_finite_predictions() as reports:
+        losses = model.loss(inputs, samples)
+    assert list(losses) == [NON_FINITE_PREDICTIONS_KEY]
+    assert torch.isnan(losses[NON_FINITE_PREDICTIONS_KEY])
+    assert len(reports) == 1 and reports[0].stage == 1
+    # finite predictions: the usual losses, nothing reported
+    model.decoder.stages[1].fc_reg._forward_hooks.clear()
+    with report_non_finite_predictions() as reports:
+        losses = model.loss(inputs, samples)
+    assert not reports and 's1.loss_bbox' in losses
 
 
 # ---------------------------------------------------------------------------
@@ -287,6 +300,18 @@ def test_nan_gradient_with_finite_loss_is_caught_naming_the_parameter():
     _assert_tensors_equal(before, _params(model), 'params')
 
 
+def test_the_model_instance_is_not_patched():
+    """The wrapper keeps the losses with a forward hook it removes: nothing
+    is set on the model instance (its forward/parse_losses are its
+    class's)."""
+    model = Toy()
+    before = set(vars(model))
+    with pytest.raises(NonFiniteLossError, match=r'loss_mse=nan'):
+        model.train_step(_data(float('nan')), _wrapper(model))
+    assert set(vars(model)) == before
+    assert not model._forward_hooks
+
+
 def test_skip_then_recover_and_consecutive_limit():
     model = Toy()
     ow = _wrapper(model, on_non_finite='skip', max_consecutive_skips=2)
@@ -315,3 +340,45 @@ def test_invalid_option_names_the_field():
         _wrapper(Toy(), on_non_finite='ignore')
     with pytest.raises(ValueError, match='max_consecutive_skips'):
         _wrapper(Toy(), max_consecutive_skips=0)
+
+
+# ---------------------------------------------------------------------------
+# --amp keeps the guard (its AMP variant, same options)
+# ---------------------------------------------------------------------------
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """AmpOptimWrapper refuses to be built without CUDA; on CPU its grad
+    scaler disables itself, which is enough to test the guard's logic."""
+    from mmengine.optim.optimizer import amp_optimizer_wrapper
+    monkeypatch.setattr(amp_optimizer_wrapper, 'is_cuda_available',
+                        lambda: True)
+
+
+def test_amp_keeps_the_guard_and_its_options(tiny_config, fake_cuda):
+    from mmengine.optim import AmpOptimWrapper, build_optim_wrapper
+
+    from lors_det.engine.optim_wrappers import (NonFiniteCheckAmpOptimWrapper,
+                                                to_amp)
+    cfg = Config.fromfile(tiny_config)
+    cfg.optim_wrapper.type = 'NonFiniteCheckOptimWrapper'
+    cfg.optim_wrapper.update(on_non_finite='skip', max_consecutive_skips=1)
+    to_amp(cfg.optim_wrapper)  # what tools/train.py --amp does
+    model = Toy()
+    ow = build_optim_wrapper(model, cfg.optim_wrapper)
+    assert isinstance(ow, NonFiniteCheckAmpOptimWrapper)
+    assert isinstance(ow, AmpOptimWrapper)
+    assert (ow.on_non_finite, ow.max_consecutive_skips) == ('skip', 1)
+    before = _params(model)
+    model.train_step(_data(float('nan')), ow)  # skipped
+    _assert_tensors_equal(before, _params(model), 'params')
+    model.train_step(_data(), ow)  # a good step is applied
+    assert any(not torch.equal(before[k], v)
+               for k, v in _params(model).items())
+    with pytest.raises(NonFiniteLossError, match='loss_mse=nan'):
+        for _ in range(2):
+            model.train_step(_data(float('nan')), ow)
+    # any other wrapper type becomes mmengine's AmpOptimWrapper, as in mmdet
+    other = dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1))
+    to_amp(other)
+    assert other == dict(type='AmpOptimWrapper', loss_scale='dynamic',
+                         optimizer=dict(type='SGD', lr=0.1))

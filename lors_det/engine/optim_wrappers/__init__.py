@@ -1,8 +1,12 @@
 from .non_finite_check_optim_wrapper import (CheckedOptimWrapperConstructor,
+                                             NonFiniteCheck,
+                                             NonFiniteCheckAmpOptimWrapper,
                                              NonFiniteCheckOptimWrapper,
-                                             NonFiniteLossError)
+                                             NonFiniteLossError,
+                                             to_amp)
 
 __all__ = [
-    'CheckedOptimWrapperConstructor', 'NonFiniteCheckOptimWrapper',
-    'NonFiniteLossError'
+    'CheckedOptimWrapperConstructor', 'NonFiniteCheck',
+    'NonFiniteCheckAmpOptimWrapper', 'NonFiniteCheckOptimWrapper',
+    'NonFiniteLossError', 'to_amp'
 ]

@@ -20,9 +20,9 @@ before the step is applied, so the check lives there:
 
 To name the loss terms the wrapper needs the per-term losses, which
 ``update_params`` does not receive. In ``optim_context(model)`` (entered by
-``train_step`` with the model) the wrapper therefore wraps the model's
-``parse_losses`` once, as a bound method on the model instance, to keep the
-last ``log_vars`` it returned; the model class is not changed.
+``train_step`` around the forward pass) it keeps the loss dict of that
+forward pass with a PyTorch forward hook on the model, removed when the
+context exits; the model is not changed.
 
 Non-finite predictions (a diverging run)
 ----------------------------------------
@@ -30,17 +30,17 @@ A run that diverges (e.g. ``optimizer.lr=1e30``) has finite weights for a
 step, then a forward pass that overflows: the decoder's logits and boxes
 are inf/NaN, and the Hungarian matching would fail on them before any loss
 exists. The decoder therefore checks every stage's predictions before the
-matching and raises :class:`~lors_det.models.NonFinitePredictionError`
-naming the first bad stage (all ranks together). The exception cannot be
-handled around ``train_step``'s forward call (mmengine's ``train_step``
-would go on without losses), so the wrapper also wraps the model instance's
-``forward`` (in ``optim_context``, once): that error becomes a NaN loss
-``loss_non_finite_predictions`` and is kept for the message. From there it
-is a non-finite loss like any other: the same ``stop``/``skip`` policy,
-skip counting, ``max_consecutive_skips``, buffer check and distributed
-agreement, with the message ``Non-finite predictions at train iteration
-k: decoder stage s ...``. Without this wrapper (e.g. ``--amp``) the
-model's error ends the run naming the stage.
+matching (:mod:`lors_det.models.roi_heads.non_finite`, all ranks
+together). ``optim_context`` enters
+:func:`~lors_det.models.roi_heads.non_finite.report_non_finite_predictions`
+around the forward pass, so the decoder's loss reports the
+:class:`~lors_det.models.NonFinitePredictionError` (naming the first bad
+stage) there and returns the NaN loss ``loss_non_finite_predictions``
+instead of raising. From there it is a non-finite loss like any other: the
+same ``stop``/``skip`` policy, skip counting, ``max_consecutive_skips``,
+buffer check and distributed agreement, with the message ``Non-finite
+predictions at train iteration k: decoder stage s ...``. Without this
+wrapper the decoder's error ends the run naming the stage.
 
 What happens then (``on_non_finite``):
 
@@ -82,13 +82,16 @@ optimizer and, with ``CheckedOptimWrapperConstructor``, on the config
 before torch builds the optimizer (torch's own check fails on ``'fast'``
 with "'<=' not supported", naming nothing).
 
-``tools/train.py --amp`` replaces the wrapper type with ``AmpOptimWrapper``
-(whose grad scaler skips steps with inf/NaN gradients itself, but not
-non-finite losses).
+``tools/train.py --amp`` turns this wrapper into
+:class:`NonFiniteCheckAmpOptimWrapper` (:func:`to_amp`),
+mmengine's ``AmpOptimWrapper`` with the same options and checks of losses
+and predictions; its gradients are checked by the grad scaler, which skips
+steps with inf/NaN gradients itself (and lowers the loss scale), so
+``check_grads`` does not apply there. Other wrapper types become
+``AmpOptimWrapper``, as in mmdet's tools.
 """
 import logging
 import math
-import types
 from contextlib import contextmanager
 from typing import Dict, List, Optional
 
@@ -97,33 +100,15 @@ import torch.distributed as dist
 from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS
 from mmengine.logging import MessageHub, print_log
 from mmengine.model import is_model_wrapper
-from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
+from mmengine.optim import (AmpOptimWrapper, DefaultOptimWrapperConstructor,
+                            OptimWrapper)
 
 from ...lors.checks import check_number
-from ...models import NonFinitePredictionError
-
-NON_FINITE_PREDICTIONS_KEY = 'loss_non_finite_predictions'
+from ...models.roi_heads.non_finite import report_non_finite_predictions
 
 
 class NonFiniteLossError(FloatingPointError):
     """A loss or gradient was NaN or infinite (message: which, and when)."""
-
-
-def _recording_parse_losses(module, losses):
-    """``parse_losses`` of the module's class, keeping its ``log_vars``."""
-    loss, log_vars = type(module).parse_losses(module, losses)
-    module._last_log_vars = log_vars
-    return loss, log_vars
-
-
-def _guarded_forward(module, *args, **kwargs):
-    """``forward`` of the module's class; a :class:`NonFinitePredictionError`
-    becomes a NaN loss (and is kept for the message)."""
-    try:
-        return type(module).forward(module, *args, **kwargs)
-    except NonFinitePredictionError as error:
-        module._non_finite_prediction = error
-        return {NON_FINITE_PREDICTIONS_KEY: torch.tensor(float('nan'))}
 
 
 def check_learning_rate(lr) -> None:
@@ -155,10 +140,10 @@ def _fmt(value) -> str:
     return repr(v) if math.isfinite(v) else str(v)
 
 
-@OPTIM_WRAPPERS.register_module()
-class NonFiniteCheckOptimWrapper(OptimWrapper):
-    """:class:`mmengine.optim.OptimWrapper` that checks losses (and
-    gradients) for NaN/inf before the step is applied.
+class NonFiniteCheck:
+    """The checks of losses, predictions (and gradients) for NaN/inf before
+    the step is applied, on an mmengine optim wrapper class (see the module
+    docstring).
 
     Args:
         on_non_finite (str): ``'stop'`` (raise :class:`NonFiniteLossError`)
@@ -196,23 +181,30 @@ class NonFiniteCheckOptimWrapper(OptimWrapper):
         self.max_consecutive_skips = max_consecutive_skips
         self.consecutive_skips = 0
         self._module: Optional[torch.nn.Module] = None
+        self._losses: Dict = {}
+        self._predictions: List = []
+
+    #: whether the gradients are checked here (not by a grad scaler)
+    checks_grads_itself = True
 
     # -- model hook-up -------------------------------------------------------
     @contextmanager
     def optim_context(self, model: torch.nn.Module):
-        self._watch(model)
-        with super().optim_context(model):
-            yield
+        """The forward pass of ``train_step``: its loss dict is kept (a
+        forward hook) and non-finite predictions are reported here."""
+        self._module = model.module if is_model_wrapper(model) else model
+        self._losses = {}
+        handle = self._module.register_forward_hook(self._keep_losses)
+        try:
+            with report_non_finite_predictions() as self._predictions, \
+                    super().optim_context(model):
+                yield
+        finally:
+            handle.remove()
 
-    def _watch(self, model: torch.nn.Module) -> None:
-        module = model.module if is_model_wrapper(model) else model
-        self._module = module
-        for name, func in (('parse_losses', _recording_parse_losses),
-                           ('forward', _guarded_forward)):
-            current = module.__dict__.get(name)
-            if getattr(current, '__func__', None) is not func:
-                setattr(module, name, types.MethodType(func, module))
-        module._non_finite_prediction = None
+    def _keep_losses(self, module, args, output) -> None:
+        if isinstance(output, dict):
+            self._losses = output
 
     # -- the check -----------------------------------------------------------
     def update_params(self,
@@ -222,9 +214,8 @@ class NonFiniteCheckOptimWrapper(OptimWrapper):
         step_kwargs = step_kwargs or {}
         zero_kwargs = zero_kwargs or {}
         if self._any_rank(not bool(torch.isfinite(loss).all())):
-            prediction = getattr(self._module, '_non_finite_prediction', None)
-            if prediction is not None:
-                self._non_finite('predictions', str(prediction))
+            if self._predictions:
+                self._non_finite('predictions', str(self._predictions[0]))
             else:
                 self._non_finite('loss', self._loss_details(loss))
             self._inner_count += 1  # this micro-step is consumed
@@ -233,7 +224,7 @@ class NonFiniteCheckOptimWrapper(OptimWrapper):
         loss = self.scale_loss(loss)
         self.backward(loss)
         if self.should_update():
-            if self.check_grads:
+            if self.check_grads and self.checks_grads_itself:
                 bad = self._non_finite_grads()
                 if self._any_rank(bool(bad)):
                     self._non_finite('gradient', self._grad_details(bad))
@@ -255,16 +246,17 @@ class NonFiniteCheckOptimWrapper(OptimWrapper):
         return flag
 
     def _loss_details(self, loss: torch.Tensor) -> str:
-        log_vars = getattr(self._module, '_last_log_vars', None) or {}
+        terms = {k: torch.stack([t.float().mean() for t in v]).sum()
+                 if isinstance(v, (list, tuple)) else v
+                 for k, v in self._losses.items() if 'loss' in k}
         bad = [
-            f'{k}={_fmt(v)}' for k, v in log_vars.items()
-            if k != 'loss' and torch.is_tensor(v)
-            and not bool(torch.isfinite(v).all())
+            f'{k}={_fmt(v)}' for k, v in terms.items()
+            if torch.is_tensor(v) and not bool(torch.isfinite(v).all())
         ]
         total = f'total loss={_fmt(loss)}'
         if bad:
             return f"{', '.join(bad)} ({total})"
-        if log_vars and bool(torch.isfinite(loss).all()):
+        if terms and bool(torch.isfinite(loss).all()):
             return f'{total} on this rank; the non-finite loss was on ' \
                 'another rank'
         return total
@@ -335,3 +327,32 @@ class NonFiniteCheckOptimWrapper(OptimWrapper):
             print_log(msg, logger='current', level=logging.ERROR)
             raise NonFiniteLossError(msg)
         print_log(msg, logger='current', level=logging.WARNING)
+
+
+@OPTIM_WRAPPERS.register_module()
+class NonFiniteCheckOptimWrapper(NonFiniteCheck, OptimWrapper):
+    """:class:`mmengine.optim.OptimWrapper` that checks losses (and
+    gradients) for NaN/inf before the step is applied (options:
+    :class:`NonFiniteCheck`)."""
+
+
+@OPTIM_WRAPPERS.register_module()
+class NonFiniteCheckAmpOptimWrapper(NonFiniteCheck, AmpOptimWrapper):
+    """:class:`mmengine.optim.AmpOptimWrapper` with the same checks of
+    losses and predictions (options: :class:`NonFiniteCheck`, plus
+    ``loss_scale``, ``dtype``); gradients are left to the grad scaler,
+    which skips steps with inf/NaN gradients."""
+
+    checks_grads_itself = False
+
+
+def to_amp(optim_wrapper: dict) -> None:
+    """Make the config's ``optim_wrapper`` an AMP one, in place (``--amp``):
+    the AMP variant of the guard for the guard (its options kept),
+    mmengine's ``AmpOptimWrapper`` otherwise (as mmdet's tools); dynamic
+    loss scale."""
+    guards = ('NonFiniteCheckOptimWrapper', NonFiniteCheckOptimWrapper,
+              'NonFiniteCheckAmpOptimWrapper', NonFiniteCheckAmpOptimWrapper)
+    optim_wrapper['type'] = 'NonFiniteCheckAmpOptimWrapper' if \
+        optim_wrapper.get('type') in guards else 'AmpOptimWrapper'
+    optim_wrapper['loss_scale'] = 'dynamic'

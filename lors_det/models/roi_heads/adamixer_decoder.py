@@ -18,7 +18,8 @@ from ...lors.checks import (check_keys, check_number, check_positive,
                             config_block)
 from ..layers import AdaptiveMixing, refine_xyzr, xyzr_to_xyxy
 from .adamixer_decoder_stage import AdaMixerDecoderStage
-from .non_finite import check_finite_predictions
+from .non_finite import (NON_FINITE_PREDICTIONS_KEY, NonFinitePredictionError,
+                         check_finite_predictions, report_or_raise)
 from .set_criterion import SetCriterion
 
 StageOutput = Tuple[torch.Tensor, torch.Tensor]  # cls (B,N,K), xyxy (B,N,4)
@@ -154,14 +155,23 @@ class AdaMixerDecoder(BaseModule):
              batch_data_samples: SampleList) -> Dict[str, torch.Tensor]:
         """Deep supervision: ``s{i}.loss_cls/loss_bbox/loss_iou`` per stage.
 
+        A stage that predicted NaN/inf logits or boxes (divergence) is
+        caught before the Hungarian matching (which would fail on them
+        naming nothing): inside ``report_non_finite_predictions`` (the
+        optim wrapper's) the error is reported there and the loss is
+        ``{loss_non_finite_predictions: NaN}``; otherwise it is raised.
+
         Raises:
-            NonFinitePredictionError: a stage predicted NaN/inf logits or
-                boxes (divergence), caught before the Hungarian matching
-                (which would fail on them naming nothing); it names the
-                first such stage.
+            NonFinitePredictionError: naming the first such stage, when no
+                caller handles the report.
         """
         outputs = self.forward(features, xyzr, query)
-        check_finite_predictions(outputs)
+        try:
+            check_finite_predictions(outputs)
+        except NonFinitePredictionError as error:
+            report_or_raise(error)
+            nan = outputs[0][0].new_tensor(float('nan'))
+            return {NON_FINITE_PREDICTIONS_KEY: nan}
         losses = {}
         for i, (cls_score, boxes) in enumerate(outputs):
             for name, value in self.criterion(cls_score, boxes,

@@ -7,11 +7,19 @@ would then fail with "matrix contains invalid numeric entries", naming
 neither the stage nor the iteration, and before any loss exists for
 ``NonFiniteCheckOptimWrapper`` to see. :func:`check_finite_predictions`
 looks at every stage's outputs first and raises
-:class:`NonFinitePredictionError` naming the first bad stage; the optim
-wrapper turns that into its stop/skip policy (see
+:class:`NonFinitePredictionError` naming the first bad stage.
+
+Who handles it: by default the error ends the run. Inside
+:func:`report_non_finite_predictions` (entered by
+``NonFiniteCheckOptimWrapper.optim_context`` around the forward pass) the
+decoder's loss instead records the error there and returns the NaN loss
+:data:`NON_FINITE_PREDICTIONS_KEY`, so that the optim wrapper applies its
+stop/skip policy with this message (see
 ``lors_det/engine/optim_wrappers/non_finite_check_optim_wrapper.py``).
 """
-from typing import Sequence, Tuple
+import contextvars
+from contextlib import contextmanager
+from typing import Iterator, List, Sequence, Tuple
 
 import torch
 from mmdet.utils import reduce_mean
@@ -24,6 +32,37 @@ class NonFinitePredictionError(FloatingPointError):
     def __init__(self, message: str, stage: int):
         super().__init__(message)
         self.stage = stage
+
+
+#: the loss term the decoder returns for non-finite predictions (NaN)
+NON_FINITE_PREDICTIONS_KEY = 'loss_non_finite_predictions'
+
+_reports: contextvars.ContextVar = contextvars.ContextVar(
+    'non_finite_prediction_reports', default=None)
+
+
+@contextmanager
+def report_non_finite_predictions(
+) -> Iterator[List['NonFinitePredictionError']]:
+    """Within this context a loss that finds non-finite predictions
+    appends its :class:`NonFinitePredictionError` to the yielded list and
+    returns :data:`NON_FINITE_PREDICTIONS_KEY` (NaN) instead of raising
+    (:func:`report_or_raise`)."""
+    reports: List[NonFinitePredictionError] = []
+    token = _reports.set(reports)
+    try:
+        yield reports
+    finally:
+        _reports.reset(token)
+
+
+def report_or_raise(error: 'NonFinitePredictionError') -> None:
+    """Record ``error`` for :func:`report_non_finite_predictions`, or raise
+    it when no caller handles it."""
+    reports = _reports.get()
+    if reports is None:
+        raise error
+    reports.append(error)
 
 
 def check_finite_predictions(
