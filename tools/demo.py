@@ -27,13 +27,15 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from lors_det.datasets import make_synthetic_coco
+from lors_det.engine.config_scope import ConfigError, resolve_config_path
 from lors_det.engine.fileio import WorkDirLock
 from lors_det.engine.plots import (find_scalars, plot_curves,
                                    plot_detections, read_scalars)
 from lors_det.models.param_counts import json_summary, model_param_counts
 from mmdet.utils import register_all_modules
 
-DEFAULT_CONFIG = 'configs/synthetic/adamixer-lors_tiny_synthetic_demo.py'
+# the installed package's copy, so the demo runs from any directory
+DEFAULT_CONFIG = 'lors_det::synthetic/adamixer-lors_tiny_synthetic_demo.py'
 COUNT_PARAMS = osp.join(osp.dirname(osp.abspath(__file__)), 'analysis',
                         'count_params.py')
 # --quick: one epoch of 2 iterations on 8 images of 64 px, then validation
@@ -49,7 +51,8 @@ QUICK_OPTIONS = {
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Train + evaluate AdaMixer+LORS '
                                 'on synthetic shapes (CPU demo)')
-    p.add_argument('--config', default=DEFAULT_CONFIG)
+    p.add_argument('--config', default=DEFAULT_CONFIG,
+                   help='a path or lors_det::path/in/configs.py')
     p.add_argument('--work-dir', help='default: work_dirs/demo '
                    '(work_dirs/demo_quick with --quick)')
     p.add_argument('--epochs', type=int, help="the config's max_epochs "
@@ -67,8 +70,10 @@ def parse_args(argv=None):
     p.add_argument('--num-vis', type=int, default=8,
                    help='val images in detections.png')
     args = p.parse_args(argv)
-    if not osp.isfile(args.config):
-        p.error(f'config file does not exist: {args.config}')
+    try:
+        args.config_file = resolve_config_path(args.config)
+    except ConfigError as e:
+        p.error(str(e))
     if args.epochs is not None and args.epochs <= 0:
         p.error(f'--epochs must be positive, got {args.epochs}')
     args.work_dir = args.work_dir or ('work_dirs/demo_quick' if args.quick
@@ -100,7 +105,7 @@ def scale_epochs(schedulers, old: int, new: int) -> list:
 
 def build_cfg(args) -> Config:
     """The config with the command line's overrides merged in."""
-    cfg = Config.fromfile(args.config)
+    cfg = Config.fromfile(args.config_file)
     cfg.merge_from_dict(QUICK_OPTIONS if args.quick else {})
     # the test's predictions (for detections.png) go to PREFIX.bbox.json
     opts = {'work_dir': args.work_dir, 'launcher': 'none',

@@ -2,7 +2,12 @@
 
 Usage::
 
-    python tools/analysis/count_params.py CONFIG [--json]
+    python tools/analysis/count_params.py CONFIG [--json] [--cfg-options k=v ...]
+    mim run lors_det count_params lors_det::lors/adamixer-lors_r50_8xb2-1x_coco.py
+
+CONFIG is a path or an installed package's config (``lors_det::...``,
+``mmdet::...``); ``--cfg-options`` overrides it as in ``tools/train.py``. A
+config that cannot be loaded or built is one ``error:`` line.
 
 Text output: one line describing the decoder the config builds (queries, G,
 P_in, P_out, LORSA / LORST / FFN options), then a table with backbone, neck,
@@ -21,22 +26,26 @@ The counting lives in :mod:`lors_det.models.param_counts`.
 """
 import argparse
 import json
-import sys
 from typing import Dict
 
+from mmengine.config import DictAction
 
+from lors_det.engine.config_scope import config_errors, load_tool_config
 from lors_det.engine.tables import text_table
 from lors_det.models.param_counts import (COMPONENTS, describe_decoder,
-                                          json_summary, load_config,
-                                          param_counts)
+                                          json_summary, param_counts)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Count parameters of a detector config, per component')
-    parser.add_argument('config', help='config file path')
+    parser.add_argument('config', help='config file path, or lors_det::'
+                        'path/in/configs.py')
     parser.add_argument('--json', action='store_true',
                         help='print one JSON object instead of the table')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value (as in '
+                        'tools/train.py)')
     return parser.parse_args(argv)
 
 
@@ -75,11 +84,9 @@ def format_counts(counts: Dict[str, Dict[str, int]],
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args.config)
-    try:
+    with config_errors(args.config):
+        cfg = load_tool_config(args.config, args.cfg_options)
         counts = param_counts(cfg)
-    except TypeError as e:
-        sys.exit(f'error: {args.config}: {e}')
     if args.json:
         print(json.dumps(json_summary(counts), sort_keys=False))
     else:
