@@ -29,21 +29,22 @@ of the dense ones, the residual tensor is fitted by K Tucker-2 terms
 ``sum_k L_k Z_k R_k`` (:func:`tucker2_fit`):
 
 * L and R from the leading singular vectors of the mode-1 (m, n (C+1)) and
-  mode-2 (n, m (C+1)) unfoldings (HOSVD), cut into blocks of r columns;
-* the K terms are the K (L-block, R-block) pairs holding the most energy.
-  The pairs span orthogonal subspaces, so the fit is the orthogonal
-  projection onto them: least-squares optimal for those L, R, its error is
-  the energy left out, and it is exact as soon as the K pairs cover every
-  block (K >= ceil(m / r) ceil(n / r)). (Successive deflation, fitting term
-  k to what terms 1..k-1 left, was the alternative: its terms overlap and
-  it has no such exactness guarantee.) For K = 1 this is plain HOSVD at
-  rank (r, r);
+  mode-2 (n, m (C+1)) unfoldings (HOSVD). For the K terms two starts are
+  tried and the better kept: (a) the HOSVD bases cut into blocks of r
+  columns, the K (L-block, R-block) pairs holding the most energy; the
+  pairs span orthogonal subspaces, so this is an orthogonal projection and
+  exact as soon as the K pairs cover every block (K >= ceil(m / r)
+  ceil(n / r)); (b) successive deflation, term k the rank-(r, r) HOSVD of
+  what terms 1..k-1 left: no exactness guarantee, but on trained AdaMixer
+  generators it keeps clearly more energy for K > 1 (docs/from_dense.md).
+  For K = 1 both are plain HOSVD at rank (r, r);
+* the cores by least squares for those L, R (the normal equations of the K
+  terms; for K = 1 the projection ``L^T T R^T``);
 * optionally ``refine_steps`` sweeps of HOOI-style alternation, term by
   term: with the other terms fixed, L_k and R_k become the leading singular
-  vectors of the what-is-left tensor projected on the other factor; every
-  update is an exact block minimisation, so the error never increases;
-* the cores are then refitted jointly by least squares for the final L, R
-  (the normal equations of the K terms); the core generator's weight and
+  vectors of the what-is-left tensor projected on the other factor (every
+  update an exact block minimisation, so the error never increases), the
+  cores refitted jointly after each sweep; the core generator's weight and
   bias are the cores of the C + 1 columns.
 
 Everything is computed in float64 and written into the stacks in their own
@@ -51,7 +52,7 @@ dtype. Each function returns one :class:`LayerFit` per layer.
 """
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 
@@ -256,20 +257,8 @@ def _approx(L, Z, R):
     return torch.einsum('kma,kabp,kbn->mnp', L, Z, R)
 
 
-def tucker2_fit(T: torch.Tensor, rank: int, num_factors: int,
-                refine_steps: int = 0
-                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """K Tucker-2 terms ``T[:, :, p] ~ sum_k L_k Z_k[:, :, p] R_k``.
-
-    Args:
-        T (Tensor): (m, n, P), float64.
-        rank (int): r <= min(m, n).
-        num_factors (int): K >= 1.
-        refine_steps (int): HOOI-style sweeps after the HOSVD block init.
-
-    Returns:
-        tuple: L (K, m, r), Z (K, r, r, P), R (K, r, n).
-    """
+def _block_init(T, rank, num_factors):
+    """HOSVD blocks: the K (L-block, R-block) pairs with the most energy."""
     m, n, P = T.shape
     U = torch.linalg.svd(T.reshape(m, n * P), full_matrices=False)[0]
     V = torch.linalg.svd(T.permute(1, 0, 2).reshape(n, m * P),
@@ -282,9 +271,59 @@ def tucker2_fit(T: torch.Tensor, rank: int, num_factors: int,
     # shares their cores), so every term stays trainable
     picks = [order[t % len(order)] for t in range(num_factors)]
     nb = VB.shape[0]
-    L = torch.stack([UB[p // nb] for p in picks])
-    R = torch.stack([VB[p % nb].t() for p in picks])
-    Z = _joint_cores(T, L, R)
+    return (torch.stack([UB[p // nb] for p in picks]),
+            torch.stack([VB[p % nb].t() for p in picks]))
+
+
+def _deflation_init(T, rank, num_factors):
+    """Term k: rank-(r, r) HOSVD of what terms 1..k-1 left."""
+    m, n, _ = T.shape
+    rest, Ls, Rs = T, [], []
+    for _ in range(num_factors):
+        L = _leading(rest.reshape(m, -1), rank)
+        R = _leading(rest.permute(1, 0, 2).reshape(n, -1), rank).t()
+        Z = torch.einsum('ma,mnp,bn->abp', L, rest, R)  # projection
+        rest = rest - torch.einsum('ma,abp,bn->mnp', L, Z, R)
+        Ls.append(L)
+        Rs.append(R)
+    return torch.stack(Ls), torch.stack(Rs)
+
+
+def _sq_error(T, L, Z, R) -> float:
+    return float(((T - _approx(L, Z, R))**2).sum())
+
+
+def tucker2_fit(T: torch.Tensor, rank: int, num_factors: int,
+                refine_steps: int = 0
+                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """K Tucker-2 terms ``T[:, :, p] ~ sum_k L_k Z_k[:, :, p] R_k``.
+
+    Two starts, each with least-squares cores, the better one kept: the
+    HOSVD blocks (exact once the K pairs cover every block) and successive
+    deflation (term k fitted to what the others left: lower errors in
+    practice for K > 1, docs/from_dense.md); then ``refine_steps`` HOOI
+    sweeps (each update an exact block minimisation: never worse).
+
+    Args:
+        T (Tensor): (m, n, P), float64.
+        rank (int): r <= min(m, n).
+        num_factors (int): K >= 1.
+        refine_steps (int): HOOI-style sweeps after the start.
+
+    Returns:
+        tuple: L (K, m, r), Z (K, r, r, P), R (K, r, n).
+    """
+    m, n, P = T.shape
+    best = None
+    for init in (_block_init, _deflation_init):
+        L, R = init(T, rank, num_factors)
+        Z = _joint_cores(T, L, R)
+        err = _sq_error(T, L, Z, R)
+        if best is None or err < best[0]:
+            best = (err, L, Z, R)
+        if num_factors == 1:  # the two starts are the same
+            break
+    _, L, Z, R = best
     for _ in range(refine_steps):
         for k in range(num_factors):
             rest = T - _approx(L, Z, R) + _approx(L[k:k + 1], Z[k:k + 1],
@@ -407,10 +446,3 @@ def lorsa_rank_for_energy(stack_factory, weights, biases, energy: float,
         else:
             lo = mid + 1
     return hi, found
-
-
-def check_refine_steps(value: Optional[int]) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise FromDenseError(f'refine_steps must be an integer >= 0, got '
-                             f'{value!r}')
-    return value

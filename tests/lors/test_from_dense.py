@@ -7,6 +7,8 @@ exactly low-rank or exactly Tucker-2), least-squares behaviour elsewhere
 import pytest
 import torch
 
+import lors_det.lors.from_dense as fd
+
 from lors_det.lors import (LORSAGenerator, LORSTLinear, StackedGenerator,
                            StackedLinear)
 from lors_det.lors.from_dense import (FromDenseError, lorsa_from_dense,
@@ -175,9 +177,9 @@ def test_lorsa_exactly_tucker2_residuals_are_recovered():
 
 
 def test_lorsa_k_term_residuals_need_their_blocks_or_refinement():
-    """Two Tucker-2 terms of rank 2 in (8, 8): HOSVD's leading 2-blocks
-    cannot hold them in 2 terms, 4 blocks of the 4-dim span do; HOOI
-    sweeps lower the 2-term error monotonically."""
+    """Two Tucker-2 terms of rank 2 in (8, 8): neither start (HOSVD blocks,
+    deflation) holds them exactly in 2 terms, 4 blocks of the 4-dim span
+    do; HOOI sweeps lower the 2-term error monotonically."""
     truth, weights, biases = paired_tucker_stack(rank=2, k=2, seed=3)
     two = [max(f.rel_error for f in lorsa_from_dense(
         lorsa(2, 2), weights, biases, refine_steps=s)) for s in (0, 2, 8)]
@@ -204,6 +206,17 @@ def test_hooi_refinement_never_hurts_and_helps_on_a_generic_stack():
         lorsa(2, [1, 1, 2, 3]), weights, biases, refine_steps=s))
         for s in (0, 1, 3)]
     assert errors[0] > errors[1] + 1e-3 and errors[1] >= errors[2] - 1e-12
+
+
+def test_tucker2_fit_keeps_the_better_start():
+    torch.manual_seed(5)
+    T = torch.randn(8, 6, 9, dtype=torch.double)
+    for k in (2, 3):
+        fit = fd._sq_error(T, *tucker2_fit(T, 2, k))
+        for init in (fd._block_init, fd._deflation_init):
+            L, R = init(T, 2, k)
+            start = fd._sq_error(T, L, fd._joint_cores(T, L, R), R)
+            assert fit <= start + 1e-12
 
 
 def test_tucker2_fit_is_the_projection_for_k1():

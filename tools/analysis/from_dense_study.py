@@ -74,6 +74,8 @@ def parse_args(argv=None):
     p.add_argument('--dense-work-dir', default='work_dirs/param_efficiency')
     p.add_argument('--work-dir', default='work_dirs/from_dense')
     p.add_argument('--refine-steps', type=int, default=2)
+    p.add_argument('--steps', nargs='+', choices=STEPS, default=list(STEPS),
+                   help='run only these steps (finetuned needs converted)')
     p.add_argument('--run', nargs=2, metavar=('STEP', 'SEED'),
                    help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -142,13 +144,11 @@ def run_all(args):
             args.work_dir, '--dense-work-dir', args.dense_work_dir,
             '--threads', str(args.threads), '--refine-steps',
             str(args.refine_steps)]
-    # per seed: converted, then finetuned (needs it); scratch independent
-    queue = []
-    for seed in args.seeds:
-        for step in ('converted', 'scratch', 'finetuned'):
-            if not osp.isfile(osp.join(args.work_dir, f'seed{seed}',
-                                       f'{step}.json')):
-                queue.append((step, seed))
+    # the cheap steps of every seed first, the 5-epoch trainings last
+    queue = [(step, seed) for step in ('converted', 'finetuned', 'scratch')
+             for seed in args.seeds if step in args.steps
+             if not osp.isfile(osp.join(args.work_dir, f'seed{seed}',
+                                        f'{step}.json'))]
     running, failed = [], []
     while queue or running:
         for item in list(queue):
@@ -158,6 +158,11 @@ def run_all(args):
             wd = osp.join(args.work_dir, f'seed{seed}')
             if step == 'finetuned' and not osp.isfile(
                     osp.join(wd, 'converted.json')):
+                if ('converted', seed) not in queue and not any(
+                        r[2:4] == ('converted', seed) for r in running):
+                    queue.remove(item)  # nothing to fine-tune
+                    print(f'skipped finetuned seed {seed}: no converted '
+                          'checkpoint', flush=True)
                 continue
             queue.remove(item)
             os.makedirs(wd, exist_ok=True)
