@@ -45,7 +45,6 @@ Usage: ``dataset=dict(type='CheckedCocoDataset', ...)`` with the same
 arguments as ``CocoDataset`` plus ``check_images``, ``degenerate_boxes`` and
 ``allow_unannotated``.
 """
-import copy
 import json
 import logging
 import math
@@ -57,6 +56,7 @@ import warnings
 from typing import Dict, List, Optional, Union
 
 from mmdet.datasets import CocoDataset
+from mmdet.datasets.api_wrappers import COCO
 from mmdet.registry import DATASETS
 from mmengine.fileio import get_local_path
 from mmengine.logging import print_log
@@ -193,6 +193,7 @@ class CheckedCocoDataset(CocoDataset):
         self.degenerate_boxes = degenerate_boxes
         self.allow_unannotated = allow_unannotated
         self._num_annotations = self._num_dropped = 0
+        self._validated: Optional[dict] = None  # during load_data_list
         super().__init__(*args, **kwargs)
 
     # -- helpers -------------------------------------------------------------
@@ -505,9 +506,9 @@ class CheckedCocoDataset(CocoDataset):
 
     # -- CocoDataset API -----------------------------------------------------
     def load_data_list(self) -> List[dict]:
-        """Validate the annotation file, then build the data list as
-        ``CocoDataset.load_data_list`` (mmdet 3.3.0) does, from the
-        validated content (the file is parsed once)."""
+        """Validate the annotation file, then ``CocoDataset.load_data_list``
+        (mmdet's own, unchanged) builds the data list from the validated
+        content (:meth:`COCOAPI`: the file is parsed once)."""
         self._check_paths()
         data = self._read_ann_file()
         self._check_structure(data)
@@ -517,33 +518,22 @@ class CheckedCocoDataset(CocoDataset):
             raise self._fail('lists no images (empty dataset)')
         self._check_annotations(data, images)
         self._check_files(images)
+        self._validated = data
+        try:
+            return super().load_data_list()
+        finally:
+            self._validated = None
 
-        coco = self.COCOAPI()
-        coco.dataset = data
+    def COCOAPI(self, local_path: str) -> COCO:  # noqa: N802 (mmdet's name)
+        """The COCO API over the validated content. mmdet's subclass point:
+        ``CocoDataset.load_data_list`` calls ``self.COCOAPI(ann_file)``
+        (LVIS sets it to its API class); here it is not read again."""
+        coco = COCO()
+        coco.dataset = self._validated
         coco.createIndex()
-        coco.img_ann_map = coco.imgToAnns
-        coco.cat_img_map = coco.catToImgs
-        self.coco = coco
-
-        # -- from here on: mmdet's CocoDataset.load_data_list --
-        self.cat_ids = self.coco.get_cat_ids(
-            cat_names=self.metainfo['classes'])
-        self.cat2label = {cat_id: i for i, cat_id in enumerate(self.cat_ids)}
-        self.cat_img_map = copy.deepcopy(self.coco.cat_img_map)
-
-        data_list = []
-        for img_id in self.coco.get_img_ids():
-            raw_img_info = self.coco.load_imgs([img_id])[0]
-            raw_img_info['img_id'] = img_id
-            ann_ids = self.coco.get_ann_ids(img_ids=[img_id])
-            raw_ann_info = self.coco.load_anns(ann_ids)
-            data_list.append(
-                self.parse_data_info({
-                    'raw_ann_info': raw_ann_info,
-                    'raw_img_info': raw_img_info
-                }))
-        del self.coco
-        return data_list
+        # mmdet's COCO wrapper names these in __init__, before the index
+        coco.img_ann_map, coco.cat_img_map = coco.imgToAnns, coco.catToImgs
+        return coco
 
     def filter_data(self) -> List[dict]:
         data_list = super().filter_data()

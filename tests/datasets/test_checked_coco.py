@@ -76,6 +76,24 @@ def test_valid_data_gives_exactly_cocodatasets_data_list(data):
         [theirs.get_data_info(i) for i in range(len(theirs))]
 
 
+def test_the_annotation_file_is_parsed_once_by_mmdets_own_loader(
+        data, monkeypatch):
+    """The checks read the file; mmdet's ``CocoDataset.load_data_list``
+    (not a copy of it) builds the data list from that content."""
+    root, _ = data
+    loads, mmdet_calls = [], []
+    real_load = json.load
+    monkeypatch.setattr(json, 'load',
+                        lambda f, **kw: loads.append(f) or real_load(f, **kw))
+    real_mmdet = CocoDataset.load_data_list
+    monkeypatch.setattr(
+        CocoDataset, 'load_data_list',
+        lambda self: mmdet_calls.append(self) or real_mmdet(self))
+    dataset = _build(root)
+    assert len(loads) == 1 and len(mmdet_calls) == 1
+    assert len(dataset) == 8
+
+
 def test_synthetic_config_uses_the_checked_dataset():
     cfg = Config.fromfile(ADAMIXER_CFG)
     assert cfg.train_dataloader.dataset.type == 'CheckedCocoDataset'
