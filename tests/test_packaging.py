@@ -209,3 +209,20 @@ def test_mim_train_test_run_from_a_non_editable_install(tmp_path,
                 'model.decoder.mixing.lorsa.num_factors=1', '--json'],
                user, env)
     assert '"decoder_shared"' in out, out[-2000:]
+
+
+def test_loading_a_metafile_model_says_no_weights_are_published():
+    """DetInferencer(model=NAME, scope='lors_det') reads the metafile's
+    Weights; there are none yet, and loading says so (not "KeyError:
+    'Weights'")."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    from lors_det.engine.config_scope import (NO_WEIGHTS,
+                                              NoPublishedWeightsError)
+    name = 'adamixer-lors_r50_8xb2-1x_coco'
+    with pytest.raises(NoPublishedWeightsError,
+                       match=f'published no trained weights for {name}'):
+        CheckpointLoader.load_checkpoint(NO_WEIGHTS + name)
+    from mmdet.apis import DetInferencer
+    with pytest.raises(NoPublishedWeightsError, match=name):
+        DetInferencer(model=name, scope='lors_det', device='cpu')

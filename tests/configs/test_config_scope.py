@@ -8,6 +8,7 @@ from mmengine.config import Config
 from mmengine.fileio import load
 
 import lors_det  # noqa: F401  (registers the lors_det:: scope)
+from lors_det.engine.config_scope import NO_WEIGHTS
 from helpers import REPO_ROOT
 
 
@@ -24,15 +25,19 @@ def test_user_config_inherits_lors_det_scope(tmp_path):
 
 def test_mim_folder_points_at_the_shipped_files():
     mim = osp.join(REPO_ROOT, 'lors_det', '.mim')
-    assert osp.samefile(osp.join(mim, 'configs'), osp.join(REPO_ROOT, 'configs'))
-    assert osp.samefile(osp.join(mim, 'model-index.yml'),
-                        osp.join(REPO_ROOT, 'model-index.yml'))
+    assert osp.samefile(
+        osp.join(mim, 'configs'), osp.join(REPO_ROOT, 'configs'))
+    assert osp.samefile(
+        osp.join(mim, 'model-index.yml'), osp.join(REPO_ROOT,
+                                                   'model-index.yml'))
 
 
 def _models():
     index = load(osp.join(REPO_ROOT, 'model-index.yml'))
-    return [m for path in index['Import']
-            for m in load(osp.join(REPO_ROOT, path))['Models']]
+    return [
+        m for path in index['Import']
+        for m in load(osp.join(REPO_ROOT, path))['Models']
+    ]
 
 
 def test_metafiles_list_every_config_honestly():
@@ -43,8 +48,10 @@ def test_metafiles_list_every_config_honestly():
             if name.endswith('.py'):
                 assert f'configs/{folder}/{name}' in listed
     for m in models:
-        # no checkpoint has been trained by this project: claim none
-        assert 'Weights' not in m and 'Results' not in m, m['Name']
+        # no checkpoint has been trained by this project: claim none (the
+        # Weights marker makes loading them say so, tests/test_packaging.py)
+        assert 'Results' not in m, m['Name']
+        assert m['Weights'] == NO_WEIGHTS + m['Name'], m['Name']
         cfg = Config.fromfile(osp.join(REPO_ROOT, m['Config']))
         assert m['Name'] == osp.splitext(osp.basename(m['Config']))[0]
         assert m['Metadata']['Epochs'] == cfg.train_cfg.max_epochs, m['Name']
@@ -79,20 +86,32 @@ def test_a_non_editable_wheel_ships_every_config(tmp_path):
     import zipfile
     src = tmp_path / 'src'  # a clean copy: no build/ or egg-info of ours
     subprocess.run(['git', 'clone', '-q', REPO_ROOT, str(src)], check=True)
-    subprocess.run([sys.executable, '-m', 'pip', 'wheel', str(src),
-                    '--no-deps', '--no-build-isolation', '-q', '-w',
-                    str(tmp_path / 'wheel')], check=True)
+    subprocess.run([
+        sys.executable, '-m', 'pip', 'wheel',
+        str(src), '--no-deps', '--no-build-isolation', '-q', '-w',
+        str(tmp_path / 'wheel')
+    ],
+                   check=True)
     (wheel, ) = (tmp_path / 'wheel').glob('lors_det-*.whl')
-    shipped = {n[len('lors_det/.mim/'):]
-               for n in zipfile.ZipFile(wheel).namelist()
-               if n.startswith('lors_det/.mim/')}
+    shipped = {
+        n[len('lors_det/.mim/'):]
+        for n in zipfile.ZipFile(wheel).namelist()
+        if n.startswith('lors_det/.mim/')
+    }
+    # configs (`lors_det::`) and tools (`mim train/test/run lors_det`)
     expected = {'model-index.yml'} | {
         osp.relpath(osp.join(root, f), src)
-        for root, _, files in os.walk(src / 'configs') for f in files}
+        for top in ('configs', 'tools')
+        for root, _, files in os.walk(src / top)
+        for f in files
+    }
     assert shipped == expected
     target = tmp_path / 'site'
-    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q',
-                    '--no-deps', '--target', str(target), str(wheel)],
+    subprocess.run([
+        sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--target',
+        str(target),
+        str(wheel)
+    ],
                    check=True)
     user = tmp_path / 'my.py'
     user.write_text("_base_ = 'lors_det::lors/adamixer-lors_x101-dcn_300q_"
@@ -100,11 +119,13 @@ def test_a_non_editable_wheel_ships_every_config(tmp_path):
     probe = ('import lors_det; from mmengine.config import Config; '
              f'cfg = Config.fromfile({str(user)!r}); '
              'print(lors_det.__file__, cfg.model.backbone.type)')
-    out = subprocess.run([sys.executable, '-c', probe], cwd=tmp_path,
+    out = subprocess.run([sys.executable, '-c', probe],
+                         cwd=tmp_path,
                          env=dict(os.environ, PYTHONPATH=str(target)),
-                         capture_output=True, text=True, check=True).stdout
-    assert out.split() == [str(target / 'lors_det' / '__init__.py'),
-                           'ResNeXt']
+                         capture_output=True,
+                         text=True,
+                         check=True).stdout
+    assert out.split() == [str(target / 'lors_det' / '__init__.py'), 'ResNeXt']
 
 
 def test_a_lors_det_base_trains_and_evaluates_in_mmengines_runner(tmp_path):
@@ -117,8 +138,14 @@ def test_a_lors_det_base_trains_and_evaluates_in_mmengines_runner(tmp_path):
 
     from lors_det.datasets import make_synthetic_coco
     data = tmp_path / 'data'
-    make_synthetic_coco(str(data), num_train=4, num_val=2, img_size=64,
-                        seed=0, min_objects=1, empty_ratio=0.0)
+    make_synthetic_coco(
+        str(data),
+        num_train=4,
+        num_val=2,
+        img_size=64,
+        seed=0,
+        min_objects=1,
+        empty_ratio=0.0)
     ann = f'{data}/annotations/instances_val.json'
     user = tmp_path / 'my_lors.py'
     user.write_text(
