@@ -14,7 +14,6 @@ PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 source "$(dirname "$0")/find_python.sh"
 
-PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
 ${PYTHON} -m torch.distributed.run \
     --nnodes=$NNODES \
     --node_rank=$NODE_RANK \

@@ -16,7 +16,6 @@ SRUN_ARGS=${SRUN_ARGS:-""}
 source "$(dirname "$0")/find_python.sh"
 PY_ARGS=${@:5}
 
-PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
 srun -p ${PARTITION} \
     --job-name=${JOB_NAME} \
     --gres=gpu:${GPUS_PER_NODE} \
