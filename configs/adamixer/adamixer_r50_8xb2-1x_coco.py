@@ -14,8 +14,7 @@ optim_wrapper = dict(
     type='NonFiniteCheckOptimWrapper',
     # names a wrong optimizer.lr before torch builds the optimizer
     constructor='CheckedOptimWrapperConstructor',
-    optimizer=dict(
-        _delete_=True, type='AdamW', lr=2.5e-5, weight_decay=1e-4),
+    optimizer=dict(_delete_=True, type='AdamW', lr=2.5e-5, weight_decay=1e-4),
     clip_grad=dict(max_norm=1.0, norm_type=2))
 auto_scale_lr = dict(base_batch_size=16)
 

@@ -12,5 +12,5 @@ model = dict(
         base_width=4,
         dcn=dict(type='DCN', deform_groups=1, fallback_on_stride=False),
         stage_with_dcn=(False, True, True, True),
-        init_cfg=dict(type='Pretrained',
-                      checkpoint='open-mmlab://resnext101_32x4d')))
+        init_cfg=dict(
+            type='Pretrained', checkpoint='open-mmlab://resnext101_32x4d')))

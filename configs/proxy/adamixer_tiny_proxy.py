@@ -12,12 +12,12 @@ _base_ = '../synthetic/adamixer_tiny_synthetic.py'
 data_root = 'data/proxy_hard/'
 # make_synthetic_coco's arguments; the study tool writes the data into
 # data_root with them if it is missing
-synthetic_data = dict(preset='hard', num_train=512, num_val=256,
-                      img_size=256, seed=0)
-metainfo = dict(classes=(
-    'red_circle', 'red_square', 'red_triangle', 'green_circle',
-    'green_square', 'green_triangle', 'blue_circle', 'blue_square',
-    'blue_triangle'))
+synthetic_data = dict(
+    preset='hard', num_train=512, num_val=256, img_size=256, seed=0)
+metainfo = dict(
+    classes=('red_circle', 'red_square', 'red_triangle', 'green_circle',
+             'green_square', 'green_triangle', 'blue_circle', 'blue_square',
+             'blue_triangle'))
 img_scale = (256, 256)
 
 model = dict(
@@ -38,11 +38,11 @@ test_pipeline = [
     for step in _base_.test_pipeline
 ]
 train_dataloader = dict(
-    dataset=dict(data_root=data_root, metainfo=metainfo,
-                 pipeline=train_pipeline))
+    dataset=dict(
+        data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
 val_dataloader = dict(
-    dataset=dict(data_root=data_root, metainfo=metainfo,
-                 pipeline=test_pipeline))
+    dataset=dict(
+        data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
@@ -58,10 +58,14 @@ test_evaluator = val_evaluator
 max_epochs = 4
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
-         end=100),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
-         milestones=[max_epochs - 1], gamma=0.1)
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
+    dict(
+        type='MultiStepLR',
+        begin=0,
+        end=max_epochs,
+        by_epoch=True,
+        milestones=[max_epochs - 1],
+        gamma=0.1)
 ]
 randomness = dict(seed=0)
 default_hooks = dict(

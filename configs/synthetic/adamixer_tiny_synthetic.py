@@ -75,8 +75,7 @@ max_epochs = 6
 train_cfg = dict(max_epochs=max_epochs, val_interval=1)
 optim_wrapper = dict(optimizer=dict(lr=5e-4))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
-         end=100),
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
     dict(
         type='MultiStepLR',
         begin=0,
@@ -87,5 +86,4 @@ param_scheduler = [
 ]
 auto_scale_lr = dict(base_batch_size=4)
 default_hooks = dict(
-    logger=dict(interval=10),
-    checkpoint=dict(interval=max_epochs))
+    logger=dict(interval=10), checkpoint=dict(interval=max_epochs))

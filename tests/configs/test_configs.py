@@ -1,4 +1,5 @@
 """Every shipped config loads, builds its model, and says what it should."""
+import ast
 import os
 
 import pytest
@@ -15,8 +16,10 @@ def shipped_configs():
     found = []
     for root, dirs, files in os.walk(CONFIG_DIR):
         dirs[:] = [d for d in dirs if d != '_base_']
-        found += [os.path.relpath(os.path.join(root, f), REPO_ROOT)
-                  for f in files if f.endswith('.py')]
+        found += [
+            os.path.relpath(os.path.join(root, f), REPO_ROOT) for f in files
+            if f.endswith('.py')
+        ]
     return sorted(found)
 
 
@@ -36,15 +39,17 @@ def build(cfg):
 
 def test_every_config_directory_is_collected():
     dirs = {os.path.dirname(p) for p in CONFIGS}
-    assert {'configs/adamixer', 'configs/lors', 'configs/lors/ablations',
-            'configs/lorita', 'configs/tied', 'configs/synthetic'} <= dirs
+    assert {
+        'configs/adamixer', 'configs/lors', 'configs/lors/ablations',
+        'configs/lorita', 'configs/tied', 'configs/synthetic'
+    } <= dirs
 
 
 @pytest.mark.parametrize('path', CONFIGS)
 def test_config_builds(path):
     cfg = load_config(path)
-    assert cfg.custom_imports == dict(imports=['lors_det'],
-                                      allow_failed_imports=False)
+    assert cfg.custom_imports == dict(
+        imports=['lors_det'], allow_failed_imports=False)
     model = build(cfg)
     assert model.num_queries == cfg.model.query_generator.num_queries
     expect_300 = '300q' in path
@@ -86,8 +91,9 @@ def test_coco_recipe_losses_and_matching_costs():
     assert crit.loss_bbox.loss_weight == 5.0
     assert crit.loss_iou.loss_weight == 2.0
     costs = crit.assigner.match_costs
-    assert [(type(c).__name__, c.weight) for c in costs] == [
-        ('FocalLossCost', 2.0), ('BBoxL1Cost', 5.0), ('IoUCost', 2.0)]
+    assert [(type(c).__name__, c.weight)
+            for c in costs] == [('FocalLossCost', 2.0), ('BBoxL1Cost', 5.0),
+                                ('IoUCost', 2.0)]
     assert costs[1].box_format == 'xyxy' and costs[2].iou_mode == 'giou'
     for n in (4, 8):
         ablation = load_config(f'configs/lors/ablations/adamixer-lors-'
@@ -123,11 +129,49 @@ def test_x101_dcn_configs_run_mmcv_deformable_conv_on_cpu(path):
     assert [len(d) for d in dcn] == [3, 4, 23, 3]
     torch.manual_seed(0)
     image = torch.rand(1, 3, 128, 160)
-    sample = DetDataSample(metainfo=dict(
-        img_shape=(128, 160), ori_shape=(128, 160), scale_factor=(1., 1.),
-        batch_input_shape=(128, 160)))
+    sample = DetDataSample(
+        metainfo=dict(
+            img_shape=(128, 160),
+            ori_shape=(128, 160),
+            scale_factor=(1., 1.),
+            batch_input_shape=(128, 160)))
     with torch.no_grad():
         pred = model(image, [sample], mode='predict')[0].pred_instances
     assert pred.bboxes.shape == (300, 4)
     assert torch.isfinite(pred.bboxes).all()
     assert (pred.scores >= 0).all() and (pred.scores <= 1).all()
+
+
+def _bases(path):
+    """The ``_base_`` list a config file writes (read from its text)."""
+    with open(os.path.join(REPO_ROOT, path)) as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        if (isinstance(node, ast.Assign)
+                and getattr(node.targets[0], 'id', None) == '_base_'):
+            bases = ast.literal_eval(node.value)
+            return [bases] if isinstance(bases, str) else bases
+    return []
+
+
+def test_every_lors_config_is_its_adamixer_config_plus_a_lors_decoder():
+    """configs/lors/adamixer-lors_X.py inherits adamixer/adamixer_X.py and
+    _base_/lors_decoder.py, nothing else (so the 100- and 300-query 3x
+    configs are parallel in both folders); the tiny LORS configs do the same
+    with _base_/lors_decoder_tiny.py, which holds their mixing once."""
+    lors = [p for p in CONFIGS if p.startswith('configs/lors/adamixer-lors_')]
+    assert len(lors) == 6
+    for path in lors:
+        rest = os.path.basename(path)[len('adamixer-lors_'):]
+        assert _bases(path) == [
+            f'../adamixer/adamixer_{rest}', '../_base_/lors_decoder.py'
+        ], path
+    for folder, name in (('synthetic', 'synthetic'), ('proxy', 'proxy')):
+        path = f'configs/{folder}/adamixer-lors_tiny_{name}.py'
+        assert _bases(path) == [
+            f'./adamixer_tiny_{name}.py', '../_base_/lors_decoder_tiny.py'
+        ], path
+    assert _bases(
+        'configs/adamixer/adamixer_r50_300q_8xb2-crop-ms-480-800-'
+        '3x_coco.py') == ['./adamixer_r50_8xb2-crop-ms-480-800-'
+                          '3x_coco.py']

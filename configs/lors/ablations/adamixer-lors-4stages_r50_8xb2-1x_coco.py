@@ -3,5 +3,4 @@
 _base_ = '../adamixer-lors_r50_8xb2-1x_coco.py'
 model = dict(
     decoder=dict(
-        num_stages=4,
-        mixing=dict(lorsa=dict(num_factors=[1, 1, 2, 2]))))
+        num_stages=4, mixing=dict(lorsa=dict(num_factors=[1, 1, 2, 2]))))

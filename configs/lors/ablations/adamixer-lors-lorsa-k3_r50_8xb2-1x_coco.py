@@ -1,5 +1,4 @@
 # Ablation (paper Table 6): LORSA with K=3 low-rank terms in every stage
 # (default K=[1, 1, 2, 2, 3, 3]).
 _base_ = '../adamixer-lors_r50_8xb2-1x_coco.py'
-model = dict(
-    decoder=dict(mixing=dict(lorsa=dict(num_factors=[3] * 6))))
+model = dict(decoder=dict(mixing=dict(lorsa=dict(num_factors=[3] * 6))))

@@ -3,8 +3,8 @@
 # iteration, so the whole study runs in the test suite. Its APs mean
 # nothing.
 data_root = 'data/proxy_quick/'
-synthetic_data = dict(preset='hard', num_train=4, num_val=4, img_size=64,
-                      seed=0)
+synthetic_data = dict(
+    preset='hard', num_train=4, num_val=4, img_size=64, seed=0)
 img_scale = (64, 64)
 train_dataloader = dict(
     dataset=dict(
