@@ -32,6 +32,15 @@ def check_positive(name: str, value: int) -> int:
     return value
 
 
+def check_divides(name: str, value: int, of_name: str, of: int) -> int:
+    """Return ``value`` if it is a positive int that divides ``of``, else
+    raise naming both (``num_groups=3 must divide feat_channels=64``)."""
+    check_positive(name, value)
+    if of % value:
+        raise ValueError(f'{name}={value} must divide {of_name}={of}')
+    return value
+
+
 def check_non_negative(name: str, value: int) -> int:
     """Return ``value`` if it is an int >= 0, else raise naming ``name``."""
     if not _is_int(value) or value < 0:

@@ -72,10 +72,28 @@ CLEAR = {
     'groups-not-dividing-content-dim':
     (ADAMIXER_CFG, dict(num_groups=3), {}, ValueError,
      ['num_groups=3', 'divide']),
+    # num_groups and in_points are checked by the sampling (built in each
+    # stage), out_points by the mixing: where they are used
     'groups-zero': (ADAMIXER_CFG, dict(num_groups=0), {}, ValueError,
-                    ['decoder.num_groups', 'got 0']),
+                    ['num_groups must be a positive integer', 'got 0']),
+    'groups-negative': (ADAMIXER_CFG, dict(num_groups=-2), {}, ValueError,
+                        ['num_groups must be a positive integer', 'got -2']),
     'out-points-negative': (ADAMIXER_CFG, dict(out_points=-1), {}, ValueError,
-                            ['decoder.out_points', 'got -1']),
+                            ['decoder: out_points must be a positive '
+                             'integer', 'got -1']),
+    'num-classes-zero': (ADAMIXER_CFG, dict(num_classes=0), {}, ValueError,
+                         ['decoder.num_classes must be a positive integer',
+                          'got 0']),
+    'content-dim-zero': (ADAMIXER_CFG, dict(content_dim=0), {}, ValueError,
+                         ['decoder.content_dim must be a positive integer',
+                          'got 0']),
+    'query-content-dim-zero': (ADAMIXER_CFG, {}, dict(
+        query_generator=dict(content_dim=0)), ValueError,
+        ['query_generator.content_dim must be a positive integer', 'got 0']),
+    'stage-loss-weight-nan':
+    (ADAMIXER_CFG, dict(stage_loss_weights=[1.0, float('nan')] + [1.0] * 4),
+     {}, ValueError,
+     ['decoder.stage_loss_weights[1] must be a non-negative finite number']),
     'heads-not-dividing-content-dim':
     (ADAMIXER_CFG, dict(stage=dict(num_heads=3)), {}, ValueError,
      ['num_heads=3', 'content_dim=64']),
@@ -166,6 +184,38 @@ def test_shipped_synthetic_configs_build():
     _build(LORS_CFG)
 
 
+def test_a_zero_stage_loss_weight_is_allowed():
+    """Non-negative, not positive: a stage can be left unsupervised."""
+    model = _build(ADAMIXER_CFG, dict(stage_loss_weights=[0.0] + [1.0] * 5))
+    assert model.decoder.stage_loss_weights[0] == 0.0
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(num_groups=0), 'num_groups must be a positive integer, got 0'),
+    (dict(num_groups=3), 'num_groups=3 must divide feat_channels=64'),
+    (dict(num_groups=2.0), 'num_groups must be a positive integer, got 2.0'),
+    (dict(in_points=0), 'in_points must be a positive integer, got 0'),
+    (dict(out_points=0), 'out_points must be a positive integer, got 0'),
+])
+def test_the_mixing_checks_the_sizes_it_uses(kwargs, message):
+    from lors_det.models import AdaptiveMixing
+    args = dict(content_dim=64, feat_channels=64, in_points=4, out_points=8,
+                num_groups=2, num_stages=2)
+    AdaptiveMixing(**args)  # fine
+    with pytest.raises(ValueError, match=message):
+        AdaptiveMixing(**{**args, **kwargs})
+
+
+def test_check_divides_names_both_values():
+    from lors_det.lors.checks import check_divides
+    assert check_divides('g', 4, 'c', 64) == 4
+    with pytest.raises(ValueError, match='g=3 must divide c=64'):
+        check_divides('g', 3, 'c', 64)
+    for bad in (0, -4, 4.0, True):
+        with pytest.raises(ValueError, match='g must be a positive integer'):
+            check_divides('g', bad, 'c', 64)
+
+
 SHAPE_CASES = {
     # id: (decoder overrides, other model overrides, field to be named)
     'in-points-zero': (dict(in_points=0), {}, 'in_points'),
@@ -173,7 +223,6 @@ SHAPE_CASES = {
     'decoder-content-dim-vs-query': (dict(content_dim=96), {}, 'content_dim'),
     'neck-out-channels-vs-content-dim':
     ({}, dict(neck=dict(out_channels=32)), 'out_channels'),
-    'num-classes-zero': (dict(num_classes=0), {}, 'num_classes'),
     'featmap-strides-vs-neck-levels':
     (dict(featmap_strides=[4, 8, 16]), {}, 'featmap_strides'),
 }

@@ -31,3 +31,30 @@ def test_a_stage_bad_only_on_another_rank_is_named_so(monkeypatch):
                        match=r'stage 1 .* non-finite cls logits on another '
                        r'rank \(also stages \[2\]\) before'):
         check_finite_predictions([ok, ok, bad_logits])
+
+
+def test_the_decoder_loss_checks_its_predictions_before_the_matching():
+    """Raised naming the stage (not scipy's "invalid numeric entries"), or,
+    inside report_non_finite_predictions(), reported there with a NaN
+    loss."""
+    from helpers import SYNTHETIC, build_model, make_batch
+    from lors_det.models.roi_heads.non_finite import (
+        NON_FINITE_PREDICTIONS_KEY, report_non_finite_predictions)
+    torch.manual_seed(0)
+    model = build_model(SYNTHETIC['adamixer'], num_stages=2,
+                        stage_loss_weights=[1.0, 1.0])
+    inputs, samples = make_batch(num_gts=(2, 1))
+    handle = model.decoder.stages[0].fc_cls.register_forward_hook(
+        lambda module, args, out: out * float('nan'))
+    with pytest.raises(NonFinitePredictionError,
+                       match=r'decoder stage 0 .*cls logits') as info:
+        model.loss(inputs, samples)
+    assert info.value.stage == 0
+    with report_non_finite_predictions() as reports:
+        losses = model.loss(inputs, samples)
+    assert [r.stage for r in reports] == [0]
+    assert list(losses) == [NON_FINITE_PREDICTIONS_KEY]
+    assert torch.isnan(losses[NON_FINITE_PREDICTIONS_KEY])
+    handle.remove()
+    losses = model.loss(inputs, samples)  # finite again: the usual terms
+    assert {'s0.loss_cls', 's1.loss_iou'} <= set(losses)

@@ -28,7 +28,8 @@ from mmdet.registry import MODELS
 
 from ...lors import (LORSAGenerator, LORSTLinear, StackedGenerator,
                      StackedLinear, autocast_dtype)
-from ...lors.checks import check_keys, config_block
+from ...lors.checks import (check_divides, check_keys, check_positive,
+                            config_block)
 
 
 def mix(x: torch.Tensor, M: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
@@ -96,13 +97,10 @@ class AdaptiveMixing(nn.Module):
                  lorsa: Optional[dict] = None, lorst: Optional[dict] = None,
                  out_proj_lorita: Optional[dict] = None):
         super().__init__()
-        if num_groups <= 0 or feat_channels % num_groups:
-            raise ValueError(
-                f'num_groups={num_groups} must be positive and divide '
-                f'feat_channels={feat_channels}')
-        for name, v in (('in_points', in_points), ('out_points', out_points)):
-            if v <= 0:
-                raise ValueError(f'{name} must be positive, got {v}')
+        check_divides('num_groups', num_groups, 'feat_channels',
+                      feat_channels)
+        check_positive('in_points', in_points)
+        check_positive('out_points', out_points)
         c = feat_channels // num_groups
         self.num_groups = num_groups
         self.in_points, self.out_points = in_points, out_points

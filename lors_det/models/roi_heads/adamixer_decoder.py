@@ -74,17 +74,12 @@ class AdaMixerDecoder(BaseModule):
                  test_cfg: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg)
+        # the sizes the decoder uses itself; num_groups, in_points and
+        # out_points are checked by the sampling and the mixing that use them
         for name, value in (('num_classes', num_classes),
                             ('num_stages', num_stages),
-                            ('content_dim', content_dim),
-                            ('num_groups', num_groups),
-                            ('in_points', in_points),
-                            ('out_points', out_points)):
+                            ('content_dim', content_dim)):
             check_positive(f'decoder.{name}', value)
-        if content_dim % num_groups:
-            raise ValueError(
-                f'decoder.num_groups={num_groups} must divide '
-                f'decoder.content_dim={content_dim}')
         weights = [1.0] * num_stages if stage_loss_weights is None else list(
             stage_loss_weights)
         if len(weights) != num_stages:
@@ -112,10 +107,11 @@ class AdaMixerDecoder(BaseModule):
                                      in_points=in_points,
                                      num_groups=num_groups, **stage)
                 for _ in range(num_stages))
-        self.mixing = AdaptiveMixing(
-            content_dim=content_dim, feat_channels=content_dim,
-            in_points=in_points, out_points=out_points,
-            num_groups=num_groups, num_stages=num_stages, **mixing)
+        with config_block('decoder'):
+            self.mixing = AdaptiveMixing(
+                content_dim=content_dim, feat_channels=content_dim,
+                in_points=in_points, out_points=out_points,
+                num_groups=num_groups, num_stages=num_stages, **mixing)
         self.criterion = SetCriterion(
             num_classes, train_cfg.get(
                 'assigner',
