@@ -59,6 +59,13 @@ if [ "$DEVICE" = cuda ] && ! "$PYTHON" -c \
          "script on this machine" >&2
     exit 1
 fi
+# step 1 runs pytest (requirements/tests.txt; `make install` has it)
+if ! "$PYTHON" -c 'import pytest' 2>/dev/null; then
+    echo "gpu_check.sh: step 1 (the cuda tests) needs pytest, which $PYTHON" \
+         "cannot import: $PYTHON -m pip install -r" \
+         "$REPO/requirements/tests.txt (or make install)" >&2
+    exit 2
+fi
 if [ -e "$OUT/summary.md" ]; then
     echo "gpu_check.sh: $OUT already holds a check (summary.md); choose" \
          "another --out or remove it" >&2
@@ -67,7 +74,6 @@ fi
 mkdir -p "$OUT" || exit 2
 OUT="$(cd "$OUT" && pwd)"
 cd "$REPO" || exit 2
-export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 [ "$DEVICE" = cpu ] && export CUDA_VISIBLE_DEVICES=
 
 FAILED=0
