@@ -17,19 +17,19 @@ layer i, sampling group g and matrix kind j (an m_j x n_j matrix)::
 At init every Z is zero, so every layer generates exactly the shared matrices.
 Output layouts follow the official code (so checkpoints convert by renaming):
 the shared output is (G, sum_j m_j n_j) per query, the private one
-(J, G*K_i, r, r) with group-major, factor-minor order.
+(J, G*K_i, r, r) with group-major, term-minor order.
 
-The matrices are affine in q, so for inference :meth:`merge` folds every
-layer into one dense generator (:meth:`dense_layer`), AdaMixer's per-stage
-``Linear``.
+:meth:`LORSAGenerator.forward` is the formula above, term by term. The
+matrices are affine in q, so for inference :meth:`merge` folds every layer
+into one dense generator (:meth:`dense_layer`), AdaMixer's per-stage
+``Linear``; that is the fast inference path (``--merge-lors``).
 """
 from typing import List, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-from .autocast import autocast_dtype
-from .checks import check_positive, check_rank, per_layer
+from .checks import check_bool, check_positive, check_rank, per_layer
 from .merge import MergeableStack
 
 
@@ -84,6 +84,8 @@ class LORSAGenerator(MergeableStack):
                  num_factors: Union[int, Sequence[int]] = 1,
                  use_shared: bool = True, use_private: bool = True):
         super().__init__()
+        check_bool('use_shared', use_shared)
+        check_bool('use_private', use_private)
         if not (use_shared or use_private):
             raise ValueError('LORSAGenerator needs use_shared or use_private')
         self.query_dim = check_positive('query_dim', query_dim)
@@ -132,133 +134,61 @@ class LORSAGenerator(MergeableStack):
                 nn.init.kaiming_uniform_(p)
 
     def shared_matrices(self, query: torch.Tensor) -> List[torch.Tensor]:
-        """Shared part only: list of (B, N, G, m_j, n_j)."""
+        """``W_shared_j(q)``: (B, N, C) -> list over j of (B, N, G, m_j,
+        n_j)."""
         return split_matrices(
             self.shared_generator(query), self.matrix_shapes, self.num_groups)
 
-    def _low_rank_factors(
-            self, cores: torch.Tensor,
-            layer: int) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-        """Factors of the private matrices of Q queries, per matrix kind.
+    def low_rank_terms(self, cores: torch.Tensor,
+                       layer: int) -> List[torch.Tensor]:
+        """``sum_k L_ijk Z_ijk R_ijk`` of layer i for given cores.
 
         Args:
-            cores (Tensor): (Q, J * G * K * r * r), private generator outputs.
+            cores (Tensor): (..., J * G * K_i * r * r), the outputs of
+                ``private_generators[layer]``: the cores Z_ijk.
             layer (int): stacked layer index i.
 
         Returns:
-            list[tuple[Tensor, Tensor]]: per kind j, ``(LZ, R)`` with LZ
-            (Q*G, m_j, K*r) and R (Q*G, K*r, n_j), so that ``LZ @ R`` is
-            ``sum_k L_k Z_k R_k`` for every (query, group): the sum over k
-            happens inside that product, no K-sized tensor is materialised.
-
-        ``L_k Z_k`` of all queries is one GEMM per (group, k) with the
-        static factor as the shared operand, computed transposed,
-        ``Z_k^T L_k^T`` with the queries' ``Z^T`` stacked as rows: its
-        output (G, K, Q, r, m) reaches the (Q, G, K, r, m) layout by moving
-        contiguous (r, m) blocks, and LZ is the transposed view of that
-        (BLAS reads it as is). Computing ``L Z`` directly gives (G, K, m,
-        Q, r), whose rearrangement moves r-sized pieces: on CPU that copy
-        alone cost as much as the product (docs/benchmarks.md).
+            list[Tensor]: per kind j, (..., G, m_j, n_j).
         """
-        Q = cores.shape[0]
         G, K, r = self.num_groups, self.num_factors[layer], self.rank
-        cores = cores.view(Q, len(self.matrix_shapes), G, K, r, r)
-        factors = []
+        J = len(self.matrix_shapes)
+        Z = cores.unflatten(-1, (J, G, K, r, r))  # (..., J, G, K, r, r)
+        out = []
         for j, (m, n) in enumerate(self.matrix_shapes):
-            # (G*K, Q*r, r): Z^T of every query stacked as rows
-            zt = cores[:, j].permute(1, 2, 0, 4, 3).reshape(G * K, Q * r, r)
-            lzt = torch.bmm(zt, self.left_factors[j][layer].transpose(1, 2))
-            # (G, K, Q, r, m) -> (Q*G, K*r, m), rows ordered (k, r)
-            lzt = lzt.view(G, K, Q, r, m).permute(2, 0, 1, 3, 4).reshape(
-                Q * G, K * r, m)
-            right = self.right_factors[j][layer].view(1, G, K * r, n)
-            right = right.expand(Q, -1, -1, -1).reshape(Q * G, K * r, n)
-            factors.append((lzt.transpose(1, 2), right))
-        return factors
+            L = self.left_factors[j][layer].view(G, K, m, r)  # L_ijk
+            R = self.right_factors[j][layer].view(G, K, r, n)  # R_ijk
+            terms = L @ Z.select(-5, j) @ R  # (..., G, K, m_j, n_j)
+            out.append(terms.sum(-3))  # (..., G, m_j, n_j): sum over k
+        return out
 
     def private_matrices(self, query: torch.Tensor,
                          layer: int) -> List[torch.Tensor]:
-        """Private part of ``layer``: list of (B, N, G, m_j, n_j)."""
-        B, N, _ = query.shape
-        cores = self.private_generators[layer](query.flatten(0, 1))
-        return [
-            torch.bmm(lz, right).view(B, N, self.num_groups, m, n)
-            for (lz, right), (m, n) in zip(
-                self._low_rank_factors(cores, layer), self.matrix_shapes)
-        ]
+        """``sum_k L_ijk Z_ijk(q) R_ijk``: (B, N, C) -> list over j of
+        (B, N, G, m_j, n_j)."""
+        cores = self.private_generators[layer](query)  # Z_ijk(q), flat
+        return self.low_rank_terms(cores, layer)
 
     def forward(self, query: torch.Tensor, layer: int) -> List[torch.Tensor]:
-        """Matrices of ``layer`` for every query.
+        """``W_ij(q) = W_shared_j(q) + sum_k L_ijk Z_ijk(q) R_ijk``.
 
         Args:
             query (Tensor): (B, N, C).
             layer (int): stacked layer (stage) index i.
 
         Returns:
-            list[Tensor]: one (B, N, G, m_j, n_j) tensor per matrix kind.
-
-        With autograd off (``torch.no_grad``, e.g. ``predict``) the
-        shared and private parts are summed in place
-        (:meth:`_inference_matrices`); same values, fewer passes over them.
-        Traced graphs (ONNX export, ``get_flops.py``) take the out-of-place
-        path: the TorchScript exporter does not keep in-place updates of
-        views (the exported model computed wrong matrices).
+            list[Tensor]: one (B, N, G, m_j, n_j) tensor per matrix kind j.
         """
-        if self.merged:
+        if self.merged:  # one dense generator per layer (inference)
             return split_matrices(self.merged_linear(query, layer),
                                   self.matrix_shapes, self.num_groups)
-        if self.shared_generator is None:
+        if self.shared_generator is None:  # private-only ablation
             return self.private_matrices(query, layer)
-        if self.num_factors[layer] == 0:
-            return self.shared_matrices(query)
-        cores = self.private_generators[layer](query.flatten(0, 1))
-        factors = self._low_rank_factors(cores, layer)
-        if not (torch.is_grad_enabled() or torch.jit.is_tracing()):
-            return self._inference_matrices(query, factors)
-        # shared + LZ @ R in one baddbmm per kind (no separate private tensor)
-        return [
-            torch.baddbmm(s.flatten(0, 2), lz, right).view(s.shape)
-            for s, (lz, right) in zip(self.shared_matrices(query), factors)
-        ]
-
-    def _inference_matrices(
-            self, query: torch.Tensor,
-            factors: List[Tuple[torch.Tensor,
-                                torch.Tensor]]) -> List[torch.Tensor]:
-        """:meth:`forward` without autograd, accumulating in place.
-
-        Per kind, one buffer (Q, G, m_j n_j) receives the shared bias, then
-        ``LZ @ R`` (``baddbmm_``), then the shared generator's GEMM of each
-        group (``addmm_`` into a strided view, which BLAS writes as is). The
-        autograd path instead copies the shared generator's output into
-        ``baddbmm``'s fresh result, a full extra pass over the matrices;
-        in-place updates of views would make its backward slower still.
-
-        Args:
-            query (Tensor): (B, N, C).
-            factors (list[tuple[Tensor, Tensor]]): the layer's
-                :meth:`_low_rank_factors` of these queries.
-
-        Returns as :meth:`forward`; computes in autocast's dtype when it is
-        on, else in the query's.
-        """
-        B, N, C = query.shape
-        Q, G = B * N, self.num_groups
-        dtype = autocast_dtype(query.device.type) or query.dtype
-        weight = self.shared_generator.weight.to(dtype).view(G, -1, C)
-        bias = self.shared_generator.bias.to(dtype).view(G, -1)
-        q = query.reshape(Q, C).to(dtype)
-        out, start = [], 0
-        with torch.autocast(query.device.type, enabled=False):
-            for (lz, right), (m, n) in zip(factors, self.matrix_shapes):
-                end = start + m * n
-                mats = bias[:, start:end].expand(Q, G, m * n).contiguous()
-                mats.view(Q * G, m, n).baddbmm_(lz.to(dtype), right.to(dtype))
-                for g in range(G):
-                    mats[:, g].addmm_(q, weight[g, start:end].t())
-                out.append(mats.view(B, N, G, m, n))
-                start = end
-        return out
+        shared = self.shared_matrices(query)
+        if self.num_factors[layer] == 0:  # shared-only ablation
+            return shared
+        return [s + p for s, p in zip(shared,
+                                      self.private_matrices(query, layer))]
 
     @torch.no_grad()
     def dense_layer(self, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -268,7 +198,7 @@ class LORSAGenerator(MergeableStack):
 
         The private matrices are linear in the cores, and the cores are
         ``W_z q + b_z``; so the columns of ``W_z`` (and ``b_z``) pushed
-        through the low-rank product as C + 1 pseudo-queries give the
+        through the low-rank terms as C + 1 pseudo-queries give the
         columns of the dense private weight (and its bias).
         """
         parts = []
@@ -277,10 +207,9 @@ class LORSAGenerator(MergeableStack):
                           self.shared_generator.bias))
         if self.num_factors[i]:
             gen = self.private_generators[i]
-            cores = torch.cat([gen.weight.t(), gen.bias[None]])
+            cores = torch.cat([gen.weight.t(), gen.bias[None]])  # (C + 1, .)
             rows = torch.cat([
-                torch.bmm(lz, right).view(len(cores), self.num_groups, -1)
-                for lz, right in self._low_rank_factors(cores, i)
+                p.flatten(-2) for p in self.low_rank_terms(cores, i)
             ], dim=-1).flatten(1)  # (C + 1, G * sum_j m_j n_j)
             parts.append((rows[:-1].t(), rows[-1]))
         weight = sum(w for w, _ in parts)

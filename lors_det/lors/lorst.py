@@ -2,16 +2,18 @@
 """LORST: static low-rank residual structure for a stack of linear layers.
 
 Paper (LORS, CVPR 2024, Sec. 3.2): N stacked layers share one weight and each
-layer i adds a private low-rank residual made of K groups of rank r::
+layer i adds a private low-rank residual made of K terms of rank r::
 
     W_i = W_shared + sum_{k=1..K} B_ik A_ik       B_ik: (out, r), A_ik: (r, in)
     y   = x W_i^T + b_i
+        = x W_shared^T + sum_k (x A_ik^T) B_ik^T + b_i    (forward)
 
-The K groups of layer i are stored side by side, ``private_B[i] = [B_i1 ..
-B_iK]`` of shape (out, K*r) and ``private_A[i]`` of shape (K*r, in), so the
-sum over k is one matmul. Init as in the paper and the official code:
-``shared_weight`` as ``nn.Linear`` (Kaiming uniform), A Kaiming, **B zero**,
-bias zero: at init every layer equals the shared layer.
+The K terms of layer i are stored side by side, ``private_B[i] = [B_i1 ..
+B_iK]`` of shape (out, K*r) and ``private_A[i] = [A_i1; ..; A_iK]`` of shape
+(K*r, in), so ``(x A_i^T) B_i^T`` is the sum over k in one product. Init as
+in the paper and the official code: ``shared_weight`` as ``nn.Linear``
+(Kaiming uniform), A Kaiming, **B zero**, bias zero: at init every layer
+equals the shared layer.
 
 Parameter names (stable, checkpoints depend on them): ``shared_weight``,
 ``private_A.{i}``, ``private_B.{i}``, ``private_bias.{i}``.
@@ -23,39 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .autocast import autocast_dtype
-from .checks import check_positive, check_rank, per_layer
+from .checks import check_bool, check_positive, check_rank, per_layer
 from .merge import MergeableStack
-
-
-class _LowRankResidualLinear(torch.autograd.Function):
-    """``y = x W^T + (x A^T) B^T + b`` with a backward that reads ``x`` once
-    for the gradients of W and A (one GEMM with ``[g, g B]``) and adds the
-    low-rank part of the input gradient in place (``addmm_``), instead of
-    autograd's separate tensor and sum. All inputs share one dtype.
-
-    Shapes: x (rows, in), W (out, in), A (K*r, in), B (out, K*r), b (out).
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, A, B, bias):
-        xa = x @ A.t()  # (rows, K*r)
-        y = torch.addmm(bias, x, weight.t())
-        y.addmm_(xa, B.t())
-        ctx.save_for_backward(x, weight, A, B, xa)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        x, weight, A, B, xa = ctx.saved_tensors
-        gb = g @ B  # (rows, K*r)
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = g @ weight
-            grad_x.addmm_(gb, A)
-        grad_w, grad_A = (torch.cat([g, gb], 1).t() @ x).split(
-            [weight.shape[0], A.shape[0]])
-        return grad_x, grad_w, grad_A, g.t() @ xa, g.sum(0)
 
 
 class LORSTLinear(MergeableStack):
@@ -65,8 +36,9 @@ class LORSTLinear(MergeableStack):
         in_features (int): input size ``in``.
         out_features (int): output size ``out``.
         num_layers (int): number of stacked layers N (the decoder stages).
-        rank (int | list[int]): rank r of each group, per layer or one value.
-        num_factors (int | list[int]): number of groups K, per layer or one.
+        rank (int | list[int]): rank r of each term, per layer or one value.
+        num_factors (int | list[int]): number of low-rank terms K, per layer
+            or one value.
         use_shared (bool): keep ``W_shared`` (False: private-only ablation).
         use_private (bool): keep the low-rank ``B A`` terms (False: every
             layer is the shared layer plus its own bias; shared-only ablation).
@@ -80,6 +52,8 @@ class LORSTLinear(MergeableStack):
                  num_factors: Union[int, Sequence[int]] = 1,
                  use_shared: bool = True, use_private: bool = True):
         super().__init__()
+        check_bool('use_shared', use_shared)
+        check_bool('use_private', use_private)
         if not (use_shared or use_private):
             raise ValueError('LORSTLinear needs use_shared or use_private')
         self.in_features = check_positive('in_features', in_features)
@@ -107,7 +81,7 @@ class LORSTLinear(MergeableStack):
         if self.shared_weight is not None:
             nn.init.kaiming_uniform_(self.shared_weight, a=math.sqrt(5))
         for A, B, b in zip(self.private_A, self.private_B, self.private_bias):
-            # one call covers all K groups: the bound depends on fan_in only
+            # one call covers all K terms: the bound depends on fan_in only
             if A.numel():
                 nn.init.kaiming_uniform_(A)
             nn.init.zeros_(B)
@@ -128,31 +102,22 @@ class LORSTLinear(MergeableStack):
         return self.layer_weight(i), self.private_bias[i]
 
     def forward(self, x: torch.Tensor, layer: int) -> torch.Tensor:
-        """Apply layer ``layer``: (..., in) -> (..., out).
+        """Layer i = ``layer``: (..., in) -> (..., out),
+        ``y = x W_shared^T + sum_k (x A_ik^T) B_ik^T + b_i``.
 
-        Unmerged, the private part is applied in low-rank order,
-        ``x W_shared^T + (x A^T) B^T + b`` (:class:`_LowRankResidualLinear`):
-        the dense (out, in) weight of the layer (and its gradient) is never
-        formed, which would cost more memory traffic than the (rows, K*r)
-        detour through the factors.
+        Unmerged, the private part is applied in low-rank order: the dense
+        (out, in) weight of the layer (and its gradient) is never formed.
         """
-        if self.merged:
+        if self.merged:  # one dense weight per layer (inference)
             return self.merged_linear(x, layer)
-        bias = self.private_bias[layer]
-        A, B = self.private_A[layer], self.private_B[layer]
-        if self.shared_weight is None:
-            return F.linear(F.linear(x, A), B, bias)
-        if A.shape[0] == 0:  # shared-only ablation
-            return F.linear(x, self.shared_weight, bias)
-        # the Function computes in one dtype (its in-place ops and backward
-        # are not autocast): cast to autocast's choice here; the casts are
-        # differentiable, so float32 parameters get float32 gradients
-        dtype = autocast_dtype(x.device.type) or x.dtype
-        args = [t.to(dtype) for t in (x.reshape(-1, self.in_features),
-                                      self.shared_weight, A, B, bias)]
-        with torch.autocast(x.device.type, enabled=False):
-            out = _LowRankResidualLinear.apply(*args)
-        return out.view(*x.shape[:-1], self.out_features)
+        A = self.private_A[layer]  # [A_i1; ..; A_iK]: (K*r, in)
+        B = self.private_B[layer]  # [B_i1 .. B_iK]: (out, K*r)
+        xa = F.linear(x, A)  # (..., K*r): x A_ik^T for every k
+        y = F.linear(xa, B, self.private_bias[layer])  # (..., out): the
+        # sum over k of (x A_ik^T) B_ik^T happens inside this product, + b_i
+        if self.shared_weight is not None:  # None: private-only ablation
+            y = y + F.linear(x, self.shared_weight)  # + x W_shared^T
+        return y
 
     def extra_repr(self) -> str:
         return (f'in={self.in_features}, out={self.out_features}, '

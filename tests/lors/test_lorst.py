@@ -100,6 +100,8 @@ def test_shared_only_and_private_only():
     (dict(rank=[2, 2]), 'rank'),
     (dict(num_factors=[1, 1, 1, 1]), 'num_factors'),
     (dict(use_shared=False, use_private=False), 'use_shared'),
+    (dict(use_private='no'), 'use_private must be True or False'),
+    (dict(use_shared=0), 'use_shared must be True or False'),
 ])
 def test_bad_arguments_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
@@ -163,7 +165,7 @@ def test_low_rank_forward_under_bfloat16_autocast():
         assert rel_err(g, r) < 0.05
 
 
-def test_defaults_are_the_papers_rank_and_one_group():
+def test_defaults_are_the_papers_rank_and_one_term():
     layer = LORSTLinear(32, 16, num_layers=3)
     assert layer.ranks == [8] * 3 and layer.num_factors == [1] * 3
     assert layer.shared_weight is not None and layer.private_A[0].numel()
@@ -179,6 +181,32 @@ def test_input_gradient_with_a_frozen_shared_weight():
     w = torch.randn(4, 6, dtype=torch.double)
     grad_x, = torch.autograd.grad((layer(x, 1) * w).sum(), x)
     torch.testing.assert_close(grad_x, w @ layer.layer_weight(1))
+
+
+def test_frozen_shared_weight_costs_no_weight_gradient():
+    """With ``W_shared`` frozen, backward skips its gradient GEMM (rows x
+    in x out multiply-adds): exactly that much less work, same input
+    gradient."""
+    from torch.utils.flop_counter import FlopCounterMode
+    layer = LORSTLinear(24, 10, num_layers=2, rank=2).double()
+    randomise_private(layer)
+    x = torch.randn(7, 24, dtype=torch.double, requires_grad=True)
+
+    def backward_flops():
+        layer.zero_grad()
+        x.grad = None
+        y = layer(x, 1)
+        with FlopCounterMode(display=False) as counter:
+            y.sum().backward()  # every gradient that is required
+        return counter.get_total_flops(), x.grad.clone()
+
+    trained, grad_trained = backward_flops()
+    layer.shared_weight.requires_grad_(False)
+    frozen, grad_frozen = backward_flops()
+    assert trained - frozen == 2 * 7 * 24 * 10  # 2 flops per multiply-add
+    torch.testing.assert_close(grad_frozen, grad_trained)
+    assert layer.shared_weight.grad is None
+    assert layer.private_B[1].grad.abs().sum() > 0
 
 
 def test_rank_one_layer_keeps_its_private_part():

@@ -4,7 +4,7 @@ shapes, for several configs side by side.
     python tools/analysis/benchmark.py CONFIG[:merged] [CONFIG ...]
         [--device cpu|cuda] [--amp] [--json] [--whole-model]
         [--batch 2] [--shape 800 1333] [--warmup 2] [--repeats 5]
-        [--rounds 1] [--mixing STAGE] [--system-malloc]
+        [--rounds 1] [--mixing STAGE] [--system-malloc] [--compile]
 
 Decoder numbers use random neck features of an HxW image (strides 4-32, C
 channels), the config's queries and random ground truth (10 boxes per
@@ -25,6 +25,12 @@ median over ``--repeats`` after ``--warmup`` runs, with min and max.
 (generator, ACM/ASM, output linear and LayerNorm on random sampled
 features; ``train`` is forward + backward, no optimizer), e.g. the LORS
 stages with K = 1 (stage 0) and K = 3 (stage 5).
+
+``--compile`` times the decoder (or, with ``--mixing``, the mixing) under
+``torch.compile`` (default inductor backend: C++/OpenMP on CPU, Triton on a
+GPU): its ``forward`` is compiled, so ``loss`` and ``predict`` run the
+compiled stages while the matching and the top-k stay eager. Compilation
+happens in the warm-up runs (at least one per phase) and is not timed.
 
 ``--rounds R`` runs all configs R times, alternating their order, and
 reports the median over rounds; the ratios are medians of the per-round
@@ -170,6 +176,10 @@ def measure(spec, args):
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).to(device)
     decoder = model.decoder
+    if args.compile:
+        # loss() and predict() call self.forward: compiling the
+        # instance's forward compiles what they run; the shapes are fixed
+        decoder.forward = torch.compile(decoder.forward, dynamic=False)
     gen = torch.Generator(device=device).manual_seed(0)
     feats, samples, images = random_batch(model, args.batch, args.shape,
                                           args.num_gts, device, gen)
@@ -196,6 +206,7 @@ def measure(spec, args):
             decoder.predict(feats, xyzr, query, samples, rescale=False)
 
     res = dict(config=osp.relpath(path, REPO), merged=merged, amp=args.amp,
+               compile=args.compile,
                device=str(device), batch=args.batch, shape=list(args.shape),
                num_queries=model.num_queries,
                malloc=malloc_mode(device.type))
@@ -254,12 +265,13 @@ def measure_mixing(model, merged, args, device, amp, gen):
     shape = (args.batch, model.num_queries)
     x = torch.randn(*shape, G, mixing.in_points, C // G, device=device,
                     generator=gen)
+    call = torch.compile(mixing, dynamic=False) if args.compile else mixing
     query = torch.randn(*shape, C, device=device, generator=gen,
                         requires_grad=True)
 
     def forward():
         with amp:
-            return mixing(x, query, stage)
+            return call(x, query, stage)
 
     def train():
         mixing.zero_grad(set_to_none=True)
@@ -358,12 +370,17 @@ def parse_args(argv=None):
     parser.add_argument('--system-malloc', action='store_true',
                         help='CPU: keep glibc malloc\'s default (returns '
                         'large blocks to the OS; see the docstring)')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the decoder\'s forward (the '
+                        'mixing with --mixing); compiled in the warm-up')
     parser.add_argument('--worker', action='store_true',
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for name in ('repeats', 'rounds'):
         if getattr(args, name) < 1:
             parser.error(f'--{name} must be at least 1')
+    if args.compile:
+        args.warmup = max(args.warmup, 1)  # the first call compiles
     for spec in args.configs:
         path, _ = parse_spec(spec)
         if not osp.isfile(path):
@@ -407,6 +424,7 @@ def main():
         malloc = (f', malloc {results[0]["malloc"]}'
                   if args.device == 'cpu' else '')
         print(f'device {args.device}{malloc}, amp {args.amp}, '
+              f'compile {args.compile}, '
               f'batch {args.batch}, {what}, median of '
               f'{args.repeats} runs x {args.rounds} rounds [min-max] '
               '(median per-round ratio to the first config)')

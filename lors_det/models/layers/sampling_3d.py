@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.onnx.operators import shape_as_tensor
 
-from ...lors.checks import check_positive
+from ...lors.checks import check_divides, check_positive
 from .xyzr import xyzr_to_xyxy
 
 
@@ -47,6 +47,24 @@ def level_weights(z: torch.Tensor, strides: Sequence[int],
     return torch.softmax(-(z[..., None] - level_z).pow(2) / tau, dim=-1)
 
 
+def _relative_xy(xy: torch.Tensor, feat: torch.Tensor,
+                 stride: int) -> torch.Tensor:
+    """Pixel positions ``xy`` (..., 2) as fractions of the input size that
+    the map ``feat`` (B, C, H, W) covers, (W * stride, H * stride).
+
+    A traced export (ONNX) reads H and W from the tensor, so the graph
+    keeps them symbolic instead of baking in the traced sizes; eager and
+    ``torch.compile`` divide by the Python sizes (dynamo in torch 2.1 cannot
+    trace ``shape_as_tensor``).
+    """
+    if torch.jit.is_tracing():
+        hw = shape_as_tensor(feat)[-2:].to(xy.dtype)
+        return xy / (torch.stack([hw[1], hw[0]]) * stride)
+    H, W = feat.shape[-2:]
+    return torch.stack(
+        [xy[..., 0] / (W * stride), xy[..., 1] / (H * stride)], dim=-1)
+
+
 def sample_3d(points: torch.Tensor, features: Sequence[torch.Tensor],
               strides: Sequence[int], num_groups: int) -> torch.Tensor:
     """Sample grouped features at 3D points.
@@ -63,10 +81,8 @@ def sample_3d(points: torch.Tensor, features: Sequence[torch.Tensor],
     B, N, GP, _ = points.shape
     C = features[0].size(1)
     G = num_groups
-    if GP % G or C % G:
-        raise ValueError(
-            f'sample_3d: num_groups={G} must divide the number of points '
-            f'({GP}) and the feature channels ({C})')
+    check_divides('sample_3d: num_groups', G, 'the number of points', GP)
+    check_divides('sample_3d: num_groups', G, 'the feature channels', C)
     P, c = GP // G, C // G
     weights = level_weights(points[..., 2], strides)  # (B, N, G*P, L)
     # (B*G, N, P, ·): grid_sample treats each group as its own image
@@ -75,11 +91,7 @@ def sample_3d(points: torch.Tensor, features: Sequence[torch.Tensor],
     out = None
     for level, (feat, stride) in enumerate(zip(features, strides)):
         H, W = feat.shape[-2:]
-        # (W * stride, H * stride) read from the tensor's shape, not baked
-        # in as constants, so an exported graph keeps H and W symbolic
-        hw = shape_as_tensor(feat)[-2:].to(xy.dtype)
-        size = torch.stack([hw[1], hw[0]]) * stride
-        grid = xy / size * 2.0 - 1.0  # (B*G, N, P, 2) in [-1, 1]
+        grid = _relative_xy(xy, feat, stride) * 2.0 - 1.0  # in [-1, 1]
         sampled = F.grid_sample(
             feat.reshape(B * G, c, H, W), grid, mode='bilinear',
             padding_mode='zeros', align_corners=False)  # (B*G, c, N, P)
