@@ -27,6 +27,9 @@ from .fileio import check_outputs, save_checkpoint
 __all__ = ['convert_checkpoint_file', 'compress_checkpoint']
 
 
+MAX_KEYS_SHOWN = 5  # key names a message lists before '... and N more'
+
+
 def convert_checkpoint_file(src: str, dst: str, source: str,
                             config: Optional[str] = None,
                             converter: str = '',
@@ -88,10 +91,13 @@ def convert_checkpoint_file(src: str, dst: str, source: str,
     log('  keys per component: ' +
         ', '.join(f'{k}: {v}' for k, v in groups.items()))
     if missing:
+        # a few names and the count: a checkpoint of another model misses
+        # hundreds, and the first ones say which part
+        shown = missing[:MAX_KEYS_SHOWN]
+        more = len(missing) - len(shown)
         log(f'  WARNING: {len(missing)} target key(s) missing '
-            '(they keep their initialisation when loaded non-strictly):')
-        for k in missing:
-            log(f'    {k}')
+            '(they keep their initialisation when loaded non-strictly): ' +
+            ', '.join(shown) + (f', ... and {more} more' if more else ''))
     else:
         log('  no target key missing' +
             (f' (checked against {config})' if config else ''))
