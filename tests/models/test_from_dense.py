@@ -151,6 +151,11 @@ def test_mismatching_configs_are_refused_naming_the_weight():
                        r' LORS stacks: decoder.stages.0.cls_fc.weight|'
                        r'decoder.stages.0.\S+ \(\(5'):
         pair_stacks(dense, MODELS.build(classes.model))
+    deeper = load_config(SYNTHETIC['adamixer'])
+    deeper.model.decoder.stage.num_reg_fcs = 2  # weights LORS lacks
+    with pytest.raises(ConfigMismatchError, match=r'dense decoder.stages.0.'
+                       r'\S+ \(not in the LORS model\)'):
+        pair_stacks(MODELS.build(deeper.model), other)
     sparse_dense, _ = sparse_rcnn_pair(full=False)
     with pytest.raises(ConfigMismatchError):
         pair_stacks(sparse_dense, other)
