@@ -5,6 +5,7 @@ import json
 import math
 import os
 import os.path as osp
+import re
 import sys
 
 import pytest
@@ -102,6 +103,8 @@ def test_quick_study_end_to_end(tmp_path):
         assert len(json.load(f)['categories']) == 9  # the hard preset
     assert 'AdaMixer+LORS' in (work_dir / 'study.md').read_text()
     assert 'AP - AdaMixer [95% CI]' in out
+    # progress: runs done of all, elapsed and time left (tqdm, stderr)
+    assert re.search(r'study: 100%.* 6/6 \[\d+:\d+<00:00', out), out[-800:]
 
     # a second call reuses the finished runs
     again = run(cmd).stdout
@@ -111,3 +114,4 @@ def test_quick_study_end_to_end(tmp_path):
     refused = run(cmd, check=False)
     assert refused.returncode != 0
     assert 'unfinished run' in refused.stdout
+

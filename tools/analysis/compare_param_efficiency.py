@@ -25,6 +25,7 @@ Writes ``WORK_DIR/study.json`` (every per-seed number) and
 ``WORK_DIR/study.md`` (the table with command, date, machine, wall time).
 """
 import argparse
+import concurrent.futures
 import datetime
 import json
 import math
@@ -32,9 +33,12 @@ import os
 import os.path as osp
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import time
+
+from tqdm import tqdm
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 QUICK_OVERLAY = 'configs/proxy/_base_/quick.py'
@@ -62,16 +66,15 @@ def t_quantile(confidence: float, df: int) -> float:
 
 def mean_std(values):
     """Mean and sample standard deviation (ddof 1; 0 for one value)."""
-    n = len(values)
-    if n == 0:
+    if len(values) == 0:
         raise ValueError('mean_std needs at least one value')
-    mean = sum(values) / n
-    var = sum((v - mean)**2 for v in values) / (n - 1) if n > 1 else 0.0
-    return mean, math.sqrt(var)
+    return statistics.fmean(values), (statistics.stdev(values)
+                                      if len(values) > 1 else 0.0)
 
 
 def paired_difference(a, b, confidence: float = 0.95) -> dict:
-    """Paired difference ``a - b`` over seeds with a t-interval.
+    """Paired difference ``a - b`` over seeds with a t-interval
+    (``scipy.stats.ttest_rel``).
 
     Args:
         a, b (dict[int, float]): value per seed; only seeds in both count.
@@ -81,16 +84,19 @@ def paired_difference(a, b, confidence: float = 0.95) -> dict:
         interval ``low``, ``high`` (None for fewer than 2 pairs).
     """
     seeds = sorted(set(a) & set(b))
-    diffs = [a[s] - b[s] for s in seeds]
-    if not diffs:
+    if not seeds:
         raise ValueError('paired_difference: no seed in common')
-    mean, std = mean_std(diffs)
-    if len(diffs) < 2:
+    mean, std = mean_std([a[s] - b[s] for s in seeds])
+    if len(seeds) < 2:
         return dict(n=1, mean=mean, std=std, low=None, high=None)
-    half = t_quantile(confidence, len(diffs) - 1) * std / math.sqrt(
-        len(diffs))
-    return dict(n=len(diffs), mean=mean, std=std, low=mean - half,
-                high=mean + half)
+    from scipy.stats import ttest_rel
+    if std == 0:  # scipy's interval is nan for identical differences
+        low = high = mean
+    else:
+        low, high = ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]
+                              ).confidence_interval(confidence)
+    return dict(n=len(seeds), mean=mean, std=std, low=float(low),
+                high=float(high))
 
 
 def parse_args(argv=None):
@@ -122,7 +128,8 @@ def parse_args(argv=None):
         parser.error(f'--seeds repeats a seed: {args.seeds}')
     if args.jobs < 1 or args.threads < 1:
         parser.error('--jobs and --threads must be >= 1')
-    from lors_det.efficient.lorita_compress import LoRITaCompressError, check_value
+    from lors_det.efficient.lorita_compress import (LoRITaCompressError,
+                                                    check_value)
     args.compress_specs = []
     for spec in args.compress:
         method, _, value = spec.partition('=')
@@ -248,28 +255,34 @@ def run_all(args, keys) -> list:
             args.work_dir, '--threads', str(args.threads), '--compress',
             *args.compress] + (['--quick'] if args.quick else []) + (
                 ['--data-root', args.data_root] if args.data_root else [])
-    running = []
-    while todo or running:
-        while todo and len(running) < args.jobs:
-            key, seed, work_dir = todo.pop(0)
-            os.makedirs(work_dir)
-            log = open(osp.join(work_dir, 'study_run.log'), 'w')
-            proc = subprocess.Popen(base + ['--run', key, str(seed)],
-                                    cwd=REPO_ROOT, env=env, stdout=log,
-                                    stderr=subprocess.STDOUT)
-            running.append((proc, log, key, seed, time.time()))
-            print(f'started {key} seed {seed}', flush=True)
-        time.sleep(0.5)
-        for item in [r for r in running if r[0].poll() is not None]:
-            proc, log, key, seed, t0 = item
-            running.remove(item)
-            log.close()
-            state = 'done' if proc.returncode == 0 else \
-                f'FAILED (exit {proc.returncode}, see {log.name})'
-            if proc.returncode:
+
+    def train(key, seed, work_dir):
+        os.makedirs(work_dir)
+        with open(osp.join(work_dir, 'study_run.log'), 'w') as log:
+            tqdm.write(f'started {key} seed {seed}', file=sys.stdout)
+            started = time.time()
+            proc = subprocess.run(base + ['--run', key, str(seed)],
+                                  cwd=REPO_ROOT, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
+        return proc.returncode, log.name, time.time() - started
+
+    # a thread per running job: each waits on its subprocess, so
+    # ThreadPoolExecutor is the pool (the work is in the subprocesses);
+    # tqdm's bar (stderr) gives runs done, elapsed time and ETA
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool, \
+            tqdm(total=len(todo), unit='run', file=sys.stderr,
+                 desc='study') as bar:
+        futures = {pool.submit(train, *job): job for job in todo}
+        for future in concurrent.futures.as_completed(futures):
+            key, seed, _ = futures[future]
+            code, log, seconds = future.result()
+            state = 'done' if code == 0 else \
+                f'FAILED (exit {code}, see {log})'
+            if code:
                 failed.append((key, seed))
-            print(f'{state}: {key} seed {seed} in '
-                  f'{(time.time() - t0) / 60:.1f} min', flush=True)
+            bar.write(f'{state}: {key} seed {seed} in {seconds / 60:.1f} '
+                      'min', file=sys.stdout)
+            bar.update()
     for seed in args.seeds:
         for key in keys:
             path = osp.join(args.work_dir, key, f'seed{seed}', 'result.json')

@@ -17,6 +17,9 @@ elsewhere.
 import argparse
 import glob
 import os.path as osp
+import sys
+
+from tqdm import tqdm
 
 from lors_det.engine.tables import markdown_table
 from lors_det.models.param_counts import (decoder_settings, load_config,
@@ -85,7 +88,9 @@ def table(configs):
               'decoder', 'decoder shared / private', 'total',
               'decoder vs AdaMixer 2×64', 'decoder vs AdaMixer 4×32')
     rows = []
-    for config in configs:
+    # progress with ETA on stderr (about 10 s per COCO-size model on a CPU)
+    for config in tqdm(configs, desc='params_table', unit='config',
+                       file=sys.stderr, disable=len(configs) < 2):
         path = osp.join(_REPO_ROOT, config)
         cfg = load_config(path)
         s = decoder_settings(cfg)
@@ -108,19 +113,23 @@ def table(configs):
                           numeric=[False] + [True] * (len(header) - 1))
 
 
+FOOTER = ('A negative reduction means a larger decoder than the reference. '
+          '"-": no comparable reference (other number of stages, or the '
+          'synthetic C = 64, 3-class decoder). LoRITa configs are counted as '
+          'trained (each linear a product of factors), before compression.')
+
+
+def document(configs) -> str:
+    """What ``params_table.py`` prints: docs/params.md for all configs."""
+    return f'{INTRO}\n{table(configs)}\n\n{FOOTER}\n'
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('configs', nargs='*',
                         help='configs (default: all under configs/)')
     args = parser.parse_args(argv)
-    configs = args.configs or find_configs()
-    print(INTRO)
-    print(table(configs))
-    print()
-    print('A negative reduction means a larger decoder than the reference. '
-          '"-": no comparable reference (other number of stages, or the '
-          'synthetic C = 64, 3-class decoder). LoRITa configs are counted as '
-          'trained (each linear a product of factors), before compression.')
+    print(document(args.configs or find_configs()), end='')
 
 
 if __name__ == '__main__':
