@@ -203,8 +203,12 @@ class NonFiniteCheck:
             handle.remove()
 
     def _keep_losses(self, module, args, output) -> None:
+        # detached: a skipped step must not keep the graph alive
         if isinstance(output, dict):
-            self._losses = output
+            self._losses = {
+                k: [t.detach() for t in v] if isinstance(v, (list, tuple))
+                else v.detach() if torch.is_tensor(v) else v
+                for k, v in output.items()}
 
     # -- the check -----------------------------------------------------------
     def update_params(self,
