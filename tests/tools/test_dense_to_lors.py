@@ -139,3 +139,34 @@ def _lors_ckpt(tmp_path):
     if not path.exists():
         torch.save(dict(state_dict=build_model(LORS).state_dict()), path)
     return str(path)
+
+
+def test_lors_wrapper_checkpoint_converts_with_energy_ranks(tmp_path):
+    """Sparse R-CNN (tiny): the mmdet detector's checkpoint -> its
+    LORSWrapper config; --energy writes a config whose share list carries
+    the chosen ranks, and the checkpoint loads into its model."""
+    sparse = osp.join(REPO_ROOT, 'projects', 'lors_mmdet', 'configs',
+                      'synthetic', 'sparse-rcnn-lors_tiny_synthetic.py')
+    lors_cfg = Config.fromfile(sparse)
+    dense_cfg = Config(dict(model=lors_cfg.model.detector,
+                            custom_imports=lors_cfg.custom_imports))
+    dense_path = str(tmp_path / 'sparse_dense.py')
+    dense_cfg.dump(dense_path)
+    torch.manual_seed(0)
+    dense = build_model(dense_path)
+    ckpt = str(tmp_path / 'sparse_dense.pth')
+    torch.save(dict(state_dict=dense.state_dict()), ckpt)
+    out = str(tmp_path / 'sparse_lors.pth')
+    result = convert_dense_checkpoint(dense_path, ckpt, sparse, out,
+                                      energy=0.3, log=quiet)
+    assert set(result.ranks) == {'model.share[0].lorsa',
+                                 'model.share[0].lorst'}
+    cfg = Config.fromfile(result.out_config)
+    share = cfg.model.share[0]
+    assert share.lorsa.rank == result.ranks['model.share[0].lorsa']
+    assert share.lorst.rank == result.ranks['model.share[0].lorst']
+    assert share.lorsa.num_factors == [1, 2]
+    assert cfg.model.type == 'LORSWrapper'
+    load_weights(build_model(cfg), out)
+    assert len(result.stacks) == 4 and result.lors_params < \
+        result.dense_params
