@@ -31,8 +31,8 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 import lors_det  # noqa: F401  (populates plugin registries)
-from lors_det.engine.checkpoint import (CheckpointError, load_checked,
-                                        load_checkpoint_file)
+from lors_det.engine.checkpoint import (CheckpointError, load_checkpoint_file,
+                                        load_into_runner)
 from lors_det.engine.dist import setup_cpu_dist
 from lors_det.models.deploy import lors_stacks, merge_lors
 from mmdet.engine.hooks.utils import trigger_visualization_hook
@@ -181,16 +181,13 @@ def main():
 
     # A checkpoint of another architecture, or with weights that cannot be
     # right, would otherwise load partially (mmengine only warns) and be
-    # evaluated with random weights. Loaded as Runner.load_checkpoint does
-    # (hooks first: EMAHook swaps in the EMA weights), from the one read.
+    # evaluated with random weights. Loaded from the one read.
     if checkpoint is not None:
-        runner.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         try:
-            load_checked(runner.model, checkpoint, args.checkpoint,
-                         config=args.config)
+            load_into_runner(runner, checkpoint, args.checkpoint,
+                             config=args.config)
         except CheckpointError as e:
             sys.exit(f'error: {e}')
-        runner.logger.info(f'Load checkpoint from {args.checkpoint}')
         del checkpoint
     if args.merge_lors:
         model = runner.model

@@ -69,7 +69,7 @@ __all__ = [
     'CheckpointError', 'UntrustedCheckpointError', 'CheckpointMismatchError',
     'TRUST_ENV', 'trust_from_env', 'load_checkpoint_file',
     'extract_state_dict', 'check_state_dict', 'check_checkpoint',
-    'load_checked', 'load_weights',
+    'load_checked', 'load_into_runner', 'load_weights',
     'register_checkpoint_loader'
 ]
 
@@ -479,6 +479,17 @@ def load_checked(model: torch.nn.Module, checkpoint, path: str,
     state = check_checkpoint(model, checkpoint, path, require_all, config)
     _unwrap(model).load_state_dict(state, strict=False)  # checked above
     return state
+
+
+def load_into_runner(runner, checkpoint, path: str,
+                     config: Optional[str] = None) -> None:
+    """Load an already read ``checkpoint`` into ``runner.model`` as
+    ``Runner.load_checkpoint`` does, without reading the file again: the
+    hooks' ``after_load_checkpoint`` first (``EMAHook`` swaps in the EMA
+    weights), then :func:`load_checked` (every weight present)."""
+    runner.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+    load_checked(runner.model, checkpoint, path, config=config)
+    runner.logger.info(f'Load checkpoint from {path}')
 
 
 def load_weights(model: torch.nn.Module, path: str,
