@@ -87,7 +87,8 @@ def test_adamixer_full_rank_conversion_gives_the_dense_outputs():
     assert all(0 < f.rel_error < 1 for f in fits)
     assert torch.equal(small.decoder.mixing.norms[3].weight,
                        dense.decoder.mixing.norms[3].weight)
-    assert torch.equal(small.backbone.conv1.weight, dense.backbone.conv1.weight)
+    assert torch.equal(small.backbone.conv1.weight,
+                       dense.backbone.conv1.weight)
 
 
 def sparse_rcnn_pair(full=True):
