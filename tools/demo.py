@@ -27,7 +27,8 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from lors_det.datasets import make_synthetic_coco
-from lors_det.engine.config_scope import ConfigError, resolve_config_path
+from lors_det.engine.config_scope import (ConfigError, config_errors,
+                                         resolve_config_path)
 from lors_det.engine.fileio import WorkDirLock
 from lors_det.engine.plots import (find_scalars, plot_curves,
                                    plot_detections, read_scalars)
@@ -155,7 +156,8 @@ def run(args, cfg: Config) -> dict:
     check_classes(cfg, make_synthetic_coco(val_set.data_root, **data)[
         'val_ann_file'])
     register_all_modules(init_default_scope=False)
-    runner = Runner.from_cfg(cfg)
+    with config_errors(args.config):  # a bad model option: one line
+        runner = Runner.from_cfg(cfg)
     runner.train()
     train_end = time.time()
     buf = io.StringIO()
@@ -208,7 +210,8 @@ def run(args, cfg: Config) -> dict:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    cfg = build_cfg(args)
+    with config_errors(args.config):
+        cfg = build_cfg(args)
     with WorkDirLock(args.work_dir):
         run(args, cfg)
 

@@ -21,9 +21,10 @@ import sys
 
 from tqdm import tqdm
 
+from lors_det.engine.config_scope import config_errors, load_tool_config
 from lors_det.engine.tables import markdown_table
-from lors_det.models.param_counts import (decoder_settings, load_config,
-                                          param_counts, reduction)
+from lors_det.models.param_counts import (decoder_settings, param_counts,
+                                          reduction)
 
 _REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -91,10 +92,12 @@ def table(configs):
     # progress with ETA on stderr (about 10 s per COCO-size model on a CPU)
     for config in tqdm(configs, desc='params_table', unit='config',
                        file=sys.stderr, disable=len(configs) < 2):
-        path = osp.join(_REPO_ROOT, config)
-        cfg = load_config(path)
-        s = decoder_settings(cfg)
-        counts = param_counts(cfg)
+        with config_errors(config):
+            local = '::' in config or osp.isfile(config)
+            cfg = load_tool_config(
+                config if local else osp.join(_REPO_ROOT, config))
+            s = decoder_settings(cfg)
+            counts = param_counts(cfg)
         dec = counts['decoder']
         cells = [f'`{config}`', str(s['num_queries']),
                  f"{s['num_groups']}×{s['in_points']}",
