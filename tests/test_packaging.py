@@ -202,6 +202,15 @@ def test_mim_train_test_run_from_a_non_editable_install(tmp_path,
                 'model.decoder.mixing.lorsa.num_factors=1', '--json'],
                user, env)
     assert '"decoder_shared"' in out, out[-2000:]
+    # no weights are published: mim download says so (its own error
+    # handling then fails on the message, hence no returncode check)
+    proc = subprocess.run(
+        [python, '-m', 'mim', 'download', 'lors_det', '--config',
+         'adamixer-lors_r50_8xb2-1x_coco', '--dest', 'dl'], cwd=user, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=TIMEOUT_S)
+    assert 'lors-det-no-weights-yet://adamixer-lors_r50_8xb2-1x_coco' in \
+        proc.stdout, proc.stdout[-2000:]
 
 
 def test_loading_a_metafile_model_says_no_weights_are_published():
