@@ -16,9 +16,11 @@ import os.path as osp
 import sys
 import warnings
 
-import lors_det  # noqa: F401  (registers the plugin)
-from lors_det.engine.checkpoint import CheckpointError, load_weights
 from mmdet.apis import DetInferencer
+
+import lors_det  # noqa: F401  (registers the plugin)
+from lors_det.engine.checkpoint import CheckpointError
+from lors_det.engine.weights import load_weights
 
 
 def build_inferencer(config: str, weights: str, device: str = 'cpu',

@@ -25,20 +25,20 @@ import sys
 import warnings
 from copy import deepcopy
 
+from mmdet.engine.hooks.utils import trigger_visualization_hook
+from mmdet.evaluation import DumpDetResults
+from mmdet.registry import RUNNERS
+from mmdet.utils import register_all_modules, setup_cache_size_limit_of_dynamo
 from mmengine import ConfigDict
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 import lors_det  # noqa: F401  (populates plugin registries)
-from lors_det.engine.checkpoint import (CheckpointError, load_checkpoint_file,
-                                        load_into_runner)
+from lors_det.engine.checkpoint import CheckpointError, load_checkpoint_file
 from lors_det.engine.dist import setup_cpu_dist
+from lors_det.engine.weights import load_into_runner
 from lors_det.models.deploy import lors_stacks, merge_lors
-from mmdet.engine.hooks.utils import trigger_visualization_hook
-from mmdet.evaluation import DumpDetResults
-from mmdet.registry import RUNNERS
-from mmdet.utils import register_all_modules, setup_cache_size_limit_of_dynamo
 
 
 def parse_args():

@@ -24,19 +24,19 @@ import os.path as osp
 import sys
 
 import torch
+from mmdet.utils import register_all_modules, setup_cache_size_limit_of_dynamo
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import lors_det  # noqa: F401  (populates plugin registries)
-from lors_det.engine.checkpoint import (CheckpointError, check_checkpoint,
-                                        load_checkpoint_file)
+from lors_det.engine.checkpoint import CheckpointError, load_checkpoint_file
 from lors_det.engine.dist import setup_cpu_dist
 from lors_det.engine.fileio import WorkDirBusyError, WorkDirLock
 from lors_det.engine.optim_wrappers import to_amp
 from lors_det.engine.resume import (ResumeError, find_resume_checkpoint,
                                     refuse_fresh_start)
-from mmdet.utils import register_all_modules, setup_cache_size_limit_of_dynamo
+from lors_det.engine.weights import check_checkpoint
 
 
 def parse_args():

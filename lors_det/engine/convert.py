@@ -3,7 +3,7 @@
 The file-level work behind ``tools/model_converters/``: read the input with
 the one reader (:mod:`.checkpoint`, no code execution), refuse outputs that
 are an input (:func:`.fileio.check_outputs`), check the result against a
-model with the one comparison (:func:`.checkpoint.check_state_dict`), and
+model with the one comparison (:func:`.weights.check_state_dict`), and
 write atomically. The transformations themselves live with what they
 describe: the rename rules in :mod:`lors_det.models.official_keys`, the rank
 selection and SVD truncation in :mod:`lors_det.efficient.lorita_compress`.
@@ -20,17 +20,18 @@ from ..efficient.lorita_compress import (CompressionReport,
 from ..models.official_keys import (CONVERTERS, SOURCES, missing_keys,
                                     stage_indices)
 from ..models.param_counts import build_model
-from .checkpoint import (check_state_dict, extract_state_dict,
-                         load_checkpoint_file, load_weights)
+from .checkpoint import load_checkpoint_file
 from .fileio import check_outputs, save_checkpoint
+from .weights import check_state_dict, extract_state_dict, load_weights
 
 __all__ = ['convert_checkpoint_file', 'compress_checkpoint']
-
 
 MAX_KEYS_SHOWN = 5  # key names a message lists before '... and N more'
 
 
-def convert_checkpoint_file(src: str, dst: str, source: str,
+def convert_checkpoint_file(src: str,
+                            dst: str,
+                            source: str,
                             config: Optional[str] = None,
                             converter: str = '',
                             log: Callable[[str], None] = print,
@@ -63,20 +64,28 @@ def convert_checkpoint_file(src: str, dst: str, source: str,
     new = CONVERTERS[source](state_dict)
     missing = missing_keys(new, source)
     num_stages = len(stage_indices(new, r'^decoder\.stages\.(\d+)\.'))
-    meta = dict(converted_from=osp.abspath(src),
-                source_format=SOURCES[source]['name'],
-                converter=converter or f'lors_det.engine.convert[{source}]',
-                num_stages=num_stages)
+    meta = dict(
+        converted_from=osp.abspath(src),
+        source_format=SOURCES[source]['name'],
+        converter=converter or f'lors_det.engine.convert[{source}]',
+        num_stages=num_stages)
     if old_meta.get('CLASSES') is not None:
         meta['dataset_meta'] = dict(classes=tuple(old_meta['CLASSES']))
-    kept = {k: old_meta[k] for k in ('mmdet_version', 'epoch', 'iter')
-            if k in old_meta}
+    kept = {
+        k: old_meta[k]
+        for k in ('mmdet_version', 'epoch', 'iter') if k in old_meta
+    }
     if kept:
         meta['source_meta'] = kept
     if config is not None:
         model = build_model(config)
-        check_state_dict(model, new, f'{src} (converted)', require_all=False,
-                         allow_unexpected=False, config=config)
+        check_state_dict(
+            model,
+            new,
+            f'{src} (converted)',
+            require_all=False,
+            allow_unexpected=False,
+            config=config)
         missing = sorted(set(missing) | (set(model.state_dict()) - set(new)))
     out = dict(state_dict=new, meta=meta)
     save_checkpoint(out, dst)
@@ -88,8 +97,8 @@ def convert_checkpoint_file(src: str, dst: str, source: str,
     log(f'converted {SOURCES[source]["name"]} checkpoint {src}')
     log(f'  {len(state_dict)} source keys -> {len(new)} keys '
         f'({n_params:,} values), {num_stages} decoder stages')
-    log('  keys per component: ' +
-        ', '.join(f'{k}: {v}' for k, v in groups.items()))
+    log('  keys per component: ' + ', '.join(f'{k}: {v}'
+                                             for k, v in groups.items()))
     if missing:
         # a few names and the count: a checkpoint of another model misses
         # hundreds, and the first ones say which part
@@ -105,11 +114,14 @@ def convert_checkpoint_file(src: str, dst: str, source: str,
     return out
 
 
-def compress_checkpoint(config, checkpoint: str, out: Optional[str],
-                        method: str, value,
-                        model: Optional[nn.Module] = None,
-                        force: bool = False
-                        ) -> Tuple[CompressionReport, nn.Module]:
+def compress_checkpoint(
+        config,
+        checkpoint: str,
+        out: Optional[str],
+        method: str,
+        value,
+        model: Optional[nn.Module] = None,
+        force: bool = False) -> Tuple[CompressionReport, nn.Module]:
     """Build ``config``'s model, load ``checkpoint``, compress, save ``out``.
 
     Args:
@@ -135,9 +147,14 @@ def compress_checkpoint(config, checkpoint: str, out: Optional[str],
     if out is not None:
         config_path = config if isinstance(config, str) else getattr(
             config, 'filename', None)
-        check_outputs(dict(OUT=out), dict(
-            CKPT=checkpoint, **({'CONFIG': config_path} if config_path
-                                else {})), force=force)
+        check_outputs(
+            dict(OUT=out),
+            dict(
+                CKPT=checkpoint,
+                **({
+                    'CONFIG': config_path
+                } if config_path else {})),
+            force=force)
     if model is None:
         model = build_model(config)
     find_lorita_layers(model)  # fail before loading anything
@@ -153,10 +170,9 @@ def compress_checkpoint(config, checkpoint: str, out: Optional[str],
         meta['lorita_compress'] = dict(
             report.to_meta(),
             source_checkpoint=osp.abspath(checkpoint),
-            config=config if isinstance(config, str) else
-            getattr(config, 'filename', None))
-        state_dict = OrderedDict(
-            (k, v.detach().cpu().clone())
-            for k, v in model.state_dict().items())
+            config=config if isinstance(config, str) else getattr(
+                config, 'filename', None))
+        state_dict = OrderedDict((k, v.detach().cpu().clone())
+                                 for k, v in model.state_dict().items())
         save_checkpoint(dict(meta=meta, state_dict=state_dict), out)
     return report, model

@@ -1,7 +1,7 @@
 """The file-level work of ``tools/model_converters/dense_to_lors.py``.
 
 Read the dense checkpoint with the one reader and check it against the
-dense config's model (:func:`.checkpoint.load_weights`), build the LORS
+dense config's model (:func:`.weights.load_weights`), build the LORS
 config's model (at ``--rank`` / the ``--energy`` ranks if asked), convert
 (:func:`lors_det.models.from_dense.convert_model`), check the result against
 that model and write it atomically; with other ranks than the LORS config's,
@@ -22,8 +22,8 @@ from ..models.from_dense import (StackReport, check_rank_allowed,
                                  convert_model, pair_stacks, rank_fields,
                                  ranks_for_energy)
 from ..models.param_counts import build_model
-from .checkpoint import check_state_dict, load_weights
 from .fileio import atomic_write_text, check_outputs, save_checkpoint
+from .weights import check_state_dict, load_weights
 
 __all__ = ['DenseToLorsResult', 'convert_dense_checkpoint']
 

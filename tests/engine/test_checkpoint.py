@@ -16,16 +16,16 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from helpers import CKPT_INTERVAL, MAX_ITERS, TEST, TRAIN, run
 from mmengine.runner import CheckpointLoader
 from mmengine.runner.checkpoint import _load_checkpoint
 
 from lors_det.engine.checkpoint import (CheckpointError,
                                         CheckpointMismatchError,
                                         UntrustedCheckpointError,
-                                        check_checkpoint,
                                         load_checkpoint_file,
                                         register_checkpoint_loader)
-from helpers import CKPT_INTERVAL, MAX_ITERS, TEST, TRAIN, run
+from lors_det.engine.weights import check_checkpoint
 
 
 @pytest.fixture(scope='module')
@@ -73,8 +73,9 @@ def test_registered_loader_makes_mmengine_work_with_weights_only_default(
     """Simulate torch >= 2.6 (``weights_only`` defaults to True): mmengine's
     own loader fails on its checkpoints, the registered one does not.
     Importing lors_det registers it."""
-    from lors_det.engine.checkpoint import _mmengine_local_loader
     from mmengine.runner.checkpoint import load_from_local
+
+    from lors_det.engine.checkpoint import _mmengine_local_loader
     assert CheckpointLoader._schemes[''] is _mmengine_local_loader
     real_load = torch.load
 

@@ -14,25 +14,25 @@ import zipfile
 
 import pytest
 import torch
+from helpers import MAX_ITERS, REPO_ROOT, TEST, TRAIN, run
 
 from lors_det.engine.checkpoint import (TRUST_ENV, CheckpointMismatchError,
                                         UntrustedCheckpointError,
-                                        check_state_dict, load_checkpoint_file,
-                                        trust_from_env)
+                                        load_checkpoint_file, trust_from_env)
 from lors_det.engine.fileio import (OutputPathError, WorkDirBusyError,
                                     WorkDirLock, atomic_write_bytes,
                                     check_outputs)
 from lors_det.engine.resume import (ResumeError, find_resume_checkpoint,
                                     refuse_fresh_start)
-from helpers import MAX_ITERS, REPO_ROOT, TEST, TRAIN, run
-
+from lors_det.engine.weights import check_state_dict
 
 # ---------------------------------------------------------------------------
 # one reader
 # ---------------------------------------------------------------------------
 _READ_CALLS = re.compile(
     r'torch\.load\(|pickle\.loads?\(|pickle\.Unpickler|CheckpointLoader'
-    r'|(?<![\w.])load_checkpoint\(|runner\.checkpoint import|_load_checkpoint'
+    r'|(?<![\w.])load_checkpoint\(|runner\.checkpoint import'
+    r'|(?<!\w)_load_checkpoint'
     r'|init_detector\(\s*[\w.]+\s*,\s*(?!\s|None\b)')
 
 
@@ -406,6 +406,7 @@ def test_checkpoint_hook_leaves_a_live_runs_partial_file(tmp_path):
     """Two runs in one work_dir: the second must not delete the partial
     checkpoint the first is writing (only those of dead processes)."""
     import logging
+
     from lors_det.engine import AtomicCheckpointHook
     dead = subprocess.Popen([sys.executable, '-c', 'pass'])
     dead.wait()

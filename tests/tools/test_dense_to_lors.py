@@ -6,12 +6,13 @@ import sys
 
 import pytest
 import torch
+from helpers import REPO_ROOT, SYNTHETIC, run
 from mmengine.config import Config
 
-from helpers import REPO_ROOT, SYNTHETIC, run
-from lors_det.engine.checkpoint import CheckpointMismatchError, load_weights
+from lors_det.engine.checkpoint import CheckpointMismatchError
 from lors_det.engine.fileio import OutputPathError
 from lors_det.engine.from_dense import convert_dense_checkpoint
+from lors_det.engine.weights import load_weights
 from lors_det.lors.from_dense import FromDenseError
 from lors_det.models.from_dense import ConfigMismatchError
 from lors_det.models.param_counts import build_model

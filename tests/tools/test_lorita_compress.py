@@ -17,14 +17,15 @@ import pytest
 import torch
 from helpers import REPO_ROOT, run
 
-from lors_det.engine.checkpoint import (CheckpointMismatchError,
-                                        check_checkpoint)
-from lors_det.engine.convert import compress_checkpoint
 from lors_det.efficient import LoRITaLinear
-from lors_det.efficient.lorita_compress import (LoRITaCompressError, check_value,
-                                           compress_model, find_lorita_layers,
-                                           model_params,
-                                           ranks_for_global_ratio)
+from lors_det.efficient.lorita_compress import (LoRITaCompressError,
+                                                check_value, compress_model,
+                                                find_lorita_layers,
+                                                model_params,
+                                                ranks_for_global_ratio)
+from lors_det.engine.checkpoint import CheckpointMismatchError
+from lors_det.engine.convert import compress_checkpoint
+from lors_det.engine.weights import check_checkpoint
 from lors_det.models.param_counts import build_model
 
 TOOL = osp.join(REPO_ROOT, 'tools', 'model_converters', 'lorita_compress.py')

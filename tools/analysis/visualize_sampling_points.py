@@ -35,8 +35,9 @@ import torch
 from mmengine.config import Config, DictAction
 
 import lors_det  # noqa: F401  (registers the plugin's modules)
-from lors_det.engine.checkpoint import CheckpointError, load_weights
+from lors_det.engine.checkpoint import CheckpointError
 from lors_det.engine.fileio import check_outputs
+from lors_det.engine.weights import load_weights
 from lors_det.models.layers import make_sample_points, xyzr_to_xyxy
 
 

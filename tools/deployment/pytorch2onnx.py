@@ -14,7 +14,7 @@ onnxruntime against PyTorch on batch 1 and 2 at each ``--verify-shapes``
 size (default: the export size and one other; with a static graph only the
 export shape), prints the max abs differences and exits 1 when one exceeds
 ``--tolerance`` (logits and boxes in pixels alike). The checkpoint is read
-by :func:`lors_det.engine.checkpoint.load_weights`; OUT is written
+by :func:`lors_det.engine.weights.load_weights`; OUT is written
 atomically and never over an input or (without ``--force``) an existing
 file. Needs the deploy extra: ``pip install -e .[deploy]``.
 """
@@ -22,13 +22,14 @@ import argparse
 import os.path as osp
 import sys
 
+from mmdet.registry import MODELS
+from mmdet.utils import register_all_modules
 from mmengine.config import Config
 
 import lors_det  # noqa: F401  (registers the plugin)
-from lors_det.engine.checkpoint import CheckpointError, load_weights
+from lors_det.engine.checkpoint import CheckpointError
 from lors_det.engine.fileio import atomic_write_bytes, check_outputs
-from mmdet.registry import MODELS
-from mmdet.utils import register_all_modules
+from lors_det.engine.weights import load_weights
 
 
 def parse_hw(text: str):
@@ -72,9 +73,10 @@ def main():
         parser.error(f'--opset {args.opset}: 16 or later is needed '
                      '(grid_sample is exported from opset 16)')
     try:
-        from lors_det.deployment.onnx import export_onnx, verify_onnx
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
+
+        from lors_det.deployment.onnx import export_onnx, verify_onnx
     except ImportError as e:
         sys.exit(f'error: {e}; install the deploy extra: '
                  'pip install -e .[deploy]')

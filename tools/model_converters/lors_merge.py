@@ -19,15 +19,16 @@ import argparse
 import os.path as osp
 import sys
 
+from mmdet.registry import MODELS
+from mmdet.utils import register_all_modules
 from mmengine.config import Config
 
 import lors_det  # noqa: F401  (registers the plugin)
-from lors_det.engine.checkpoint import CheckpointError, load_weights
+from lors_det.engine.checkpoint import CheckpointError
 from lors_det.engine.fileio import (atomic_write_text, check_outputs,
                                     save_checkpoint)
+from lors_det.engine.weights import load_weights
 from lors_det.models.deploy import to_deploy
-from mmdet.registry import MODELS
-from mmdet.utils import register_all_modules
 
 
 def main():
