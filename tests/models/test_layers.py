@@ -31,15 +31,18 @@ def test_level_weights_peak_at_matching_stride():
     assert w.argmax(-1).tolist() == [0, 3]
 
 
-def test_sample_3d_reads_each_group_channels_at_the_point():
-    # one level, stride 1: the feature value is its own x coordinate for
-    # group 0 and its y coordinate for group 1
-    H = W = 16
+@pytest.mark.parametrize('H, W, stride', [(16, 16, 1), (12, 20, 2),
+                                           (20, 12, 4)])
+def test_sample_3d_reads_each_group_channels_at_the_point(H, W, stride):
+    # one level: the feature value is its own x coordinate for group 0 and
+    # its y coordinate for group 1; non-square maps tell x from y
     ys, xs = torch.meshgrid(torch.arange(H),
                             torch.arange(W), indexing='ij')
     feat = torch.stack([xs, ys]).float()[None]  # (1, 2, H, W), G=2, c=1
-    pts = torch.tensor([[[[3.5, 7.5, 0.0], [10.5, 2.5, 0.0]]]])  # (1,1,2,3)
-    out = sample_3d(pts, [feat], [1], num_groups=2)  # (1, 1, 2, 1, 1)
+    z = float(torch.tensor(stride).log2())  # the level's own scale
+    pts = torch.tensor([[[[3.5, 7.5, z], [10.5, 2.5, z]]]]) * torch.tensor(
+        [stride, stride, 1.0])  # (1, 1, 2, 3), x and y in input pixels
+    out = sample_3d(pts, [feat], [stride], num_groups=2)  # (1, 1, 2, 1, 1)
     assert out.shape == (1, 1, 2, 1, 1)
     torch.testing.assert_close(out.flatten(), torch.tensor([3.0, 2.0]))
 

@@ -104,3 +104,17 @@ def test_mixing_mode_times_one_mixing_call_per_stage():
         [sys.executable, 'tools/analysis/benchmark.py', cfg, '--mixing', '6'],
         cwd=REPO_ROOT, capture_output=True, text=True)
     assert bad.returncode != 0 and '--mixing 6' in bad.stderr
+
+
+@pytest.mark.slow
+def test_compile_flag_times_the_compiled_mixing():
+    """``--compile``: the phases run under torch.compile (inductor), and
+    the JSON says so (one mixing call: the smallest graphs to compile)."""
+    out = subprocess.run(
+        [sys.executable, 'tools/analysis/benchmark.py', SYNTHETIC['lors'],
+         '--mixing', '0', '--compile', '--json', '--warmup', '0',
+         '--repeats', '1'],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    r, = json.loads(out.stdout)
+    assert r['compile'] is True and r['mixing_stage'] == 0
+    assert all(r[p]['ms'] > 0 for p in ('forward', 'train', 'infer'))
