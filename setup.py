@@ -29,8 +29,10 @@ setup(
     # `lors_det::` config bases, `mim search lors_det`, and
     # `mim train/test/run lors_det ...` from a non-editable install
     # (lors_det/engine/config_scope.py)
-    package_data={'lors_det': ['.mim/model-index.yml', '.mim/configs/**/*',
-                               '.mim/tools/**/*']},
+    package_data={
+        'lors_det':
+        ['.mim/model-index.yml', '.mim/configs/**/*', '.mim/tools/**/*']
+    },
     exclude_package_data={'lors_det': ['*.pyc', '**/__pycache__/*']},
     python_requires='>=3.8',
     # The versions tested: requirements/constraints.txt. mmcv is not listed
@@ -39,7 +41,8 @@ setup(
     install_requires=read_requirements('runtime.txt'),
     # ONNX export and its check (tools/deployment/pytorch2onnx.py); pinned
     # for torch 2.1 / numpy<2 / Python 3.11
-    extras_require=dict(deploy=['onnx==1.16.2', 'onnxruntime==1.18.1'],
-                        mim=read_requirements('mminstall.txt')),
+    extras_require=dict(
+        deploy=['onnx==1.16.2', 'onnxruntime==1.18.1'],
+        mim=read_requirements('mminstall.txt')),
     license='Apache-2.0',
 )

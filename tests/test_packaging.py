@@ -41,9 +41,11 @@ def test_install_requires_are_the_runtime_requirements():
     setuptools.setup = lambda **kw: captured.update(kw)
     try:
         with open(osp.join(REPO_ROOT, 'setup.py')) as f:
-            exec(compile(f.read(), 'setup.py', 'exec'),
-                 {'__file__': osp.join(REPO_ROOT, 'setup.py'),
-                  '__name__': '__main__'})
+            exec(
+                compile(f.read(), 'setup.py', 'exec'), {
+                    '__file__': osp.join(REPO_ROOT, 'setup.py'),
+                    '__name__': '__main__'
+                })
     finally:
         setuptools.setup = real_setup
         sys.path.remove(REPO_ROOT)
@@ -59,8 +61,8 @@ def test_install_requires_are_the_runtime_requirements():
 
 def test_every_requirements_file_is_constrained():
     pins = {_project(r): r for r in _names(osp.join(REQ, 'constraints.txt'))}
-    for name in ('torch', 'torchvision', 'numpy', 'mmcv', 'mmengine',
-                 'mmdet', 'opencv-python'):
+    for name in ('torch', 'torchvision', 'numpy', 'mmcv', 'mmengine', 'mmdet',
+                 'opencv-python'):
         assert name in pins, name
     assert pins['numpy'] == 'numpy<2' and pins['torch'] == 'torch==2.1.2'
     for name in ('build.txt', 'runtime.txt', 'tests.txt', 'mminstall.txt'):
@@ -108,7 +110,8 @@ def _package_dirs():
     import glob
     import site
     dirs = list(site.getsitepackages())
-    for pth in (p for d in list(dirs) for p in glob.glob(osp.join(d, '*.pth'))):
+    pths = [p for d in list(dirs) for p in glob.glob(osp.join(d, '*.pth'))]
+    for pth in pths:
         with open(pth) as f:
             for line in f:
                 line = line.strip()
@@ -129,12 +132,17 @@ def _fresh_venv(root):
             if not name.startswith(_NOT_BORROWED) and \
                     not (borrowed / name).exists():
                 os.symlink(osp.join(site_dir, name), borrowed / name)
-    subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True,
-                   timeout=TIMEOUT_S)
+    subprocess.run(
+        [sys.executable, '-m', 'venv', str(venv)],
+        check=True,
+        timeout=TIMEOUT_S)
     python = venv / 'bin' / 'python'
-    site_packages = subprocess.run(
-        [python, '-c', 'import sysconfig; print(sysconfig.get_path("purelib"))'],
-        check=True, capture_output=True, text=True).stdout.strip()
+    site_packages = subprocess.run([
+        python, '-c', 'import sysconfig; print(sysconfig.get_path("purelib"))'
+    ],
+                                   check=True,
+                                   capture_output=True,
+                                   text=True).stdout.strip()
     with open(osp.join(site_packages, 'borrowed.pth'), 'w') as f:
         f.write(f'{borrowed}\n')
     return str(python)
@@ -143,8 +151,10 @@ def _fresh_venv(root):
 def _copy_checkout(dst):
     """The files git would commit (tracked and new), links kept as links."""
     files = subprocess.run(
-        ['git', 'ls-files', '-co', '--exclude-standard', '-z'], cwd=REPO_ROOT,
-        check=True, capture_output=True).stdout.decode().split('\0')
+        ['git', 'ls-files', '-co', '--exclude-standard', '-z'],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True).stdout.decode().split('\0')
     for rel in filter(None, files):
         src = osp.join(REPO_ROOT, rel)
         if not osp.lexists(src):
@@ -158,22 +168,30 @@ def _copy_checkout(dst):
 
 
 def _run(cmd, cwd, env):
-    proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True,
-                          timeout=TIMEOUT_S)
+    proc = subprocess.run(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=TIMEOUT_S)
     assert proc.returncode == 0, (cmd, proc.stdout[-3000:])
     return proc.stdout
 
 
 @pytest.mark.slow
-def test_mim_train_test_run_from_a_non_editable_install(tmp_path,
-                                                        synthetic_root):
+def test_mim_train_test_run_from_a_non_editable_install(
+        tmp_path, synthetic_root):
     pytest.importorskip('mim', reason='openmim (requirements/tests.txt)')
     python = _fresh_venv(tmp_path)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ('PYTHONPATH', 'LORS_DET_TRUST_CHECKPOINTS')}
-    env.update(CUDA_VISIBLE_DEVICES='', OMP_NUM_THREADS='1',
-               MKL_NUM_THREADS='1')
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ('PYTHONPATH', 'LORS_DET_TRUST_CHECKPOINTS')
+    }
+    env.update(
+        CUDA_VISIBLE_DEVICES='', OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
     src = _copy_checkout(str(tmp_path / 'src'))
     _run([python, '-m', 'pip', 'install', '-q', '--no-build-isolation', src],
          tmp_path, env)
@@ -184,31 +202,43 @@ def test_mim_train_test_run_from_a_non_editable_install(tmp_path,
                  user, env)
     assert where.startswith(str(tmp_path / 'venv')), where
     # a user's config inheriting the installed one
-    (user / 'tiny_mim.py').write_text(TINY_CFG.format(
-        base='lors_det::synthetic/adamixer-lors_tiny_synthetic.py',
-        data_root=str(synthetic_root) + '/', mixing=LORS_MIXING,
-        validation=NO_VALIDATION.format(max_iters=2), ckpt_interval=2))
-    out = _run([python, '-m', 'mim', 'train', 'lors_det', 'tiny_mim.py',
-                '--work-dir', 'wd'], user, env)
+    (user / 'tiny_mim.py').write_text(
+        TINY_CFG.format(
+            base='lors_det::synthetic/adamixer-lors_tiny_synthetic.py',
+            data_root=str(synthetic_root) + '/',
+            mixing=LORS_MIXING,
+            validation=NO_VALIDATION.format(max_iters=2),
+            ckpt_interval=2))
+    out = _run([
+        python, '-m', 'mim', 'train', 'lors_det', 'tiny_mim.py', '--work-dir',
+        'wd'
+    ], user, env)
     assert '/lors_det/.mim/tools/train.py' in out
     assert (user / 'wd' / 'iter_2.pth').is_file(), out[-2000:]
-    out = _run([python, '-m', 'mim', 'test', 'lors_det', 'tiny_mim.py',
-                '--checkpoint', 'wd/iter_2.pth', '--work-dir', 'wd_test'],
-               user, env)
+    out = _run([
+        python, '-m', 'mim', 'test', 'lors_det', 'tiny_mim.py', '--checkpoint',
+        'wd/iter_2.pth', '--work-dir', 'wd_test'
+    ], user, env)
     assert 'Testing finished successfully' in out, out[-2000:]
-    out = _run([python, '-m', 'mim', 'run', 'lors_det', 'count_params',
-                'lors_det::synthetic/adamixer-lors_tiny_synthetic.py',
-                '--cfg-options', 'model.decoder.num_stages=2',
-                'model.decoder.mixing.lorsa.num_factors=1', '--json'],
-               user, env)
+    out = _run([
+        python, '-m', 'mim', 'run', 'lors_det', 'count_params',
+        'lors_det::synthetic/adamixer-lors_tiny_synthetic.py', '--cfg-options',
+        'model.decoder.num_stages=2',
+        'model.decoder.mixing.lorsa.num_factors=1', '--json'
+    ], user, env)
     assert '"decoder_shared"' in out, out[-2000:]
     # no weights are published: mim download says so (its own error
     # handling then fails on the message, hence no returncode check)
-    proc = subprocess.run(
-        [python, '-m', 'mim', 'download', 'lors_det', '--config',
-         'adamixer-lors_r50_8xb2-1x_coco', '--dest', 'dl'], cwd=user, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        timeout=TIMEOUT_S)
+    proc = subprocess.run([
+        python, '-m', 'mim', 'download', 'lors_det', '--config',
+        'adamixer-lors_r50_8xb2-1x_coco', '--dest', 'dl'
+    ],
+                          cwd=user,
+                          env=env,
+                          stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT,
+                          text=True,
+                          timeout=TIMEOUT_S)
     assert 'lors-det-no-weights-yet://adamixer-lors_r50_8xb2-1x_coco' in \
         proc.stdout, proc.stdout[-2000:]
 
@@ -222,8 +252,9 @@ def test_loading_a_metafile_model_says_no_weights_are_published():
     from lors_det.engine.config_scope import (NO_WEIGHTS,
                                               NoPublishedWeightsError)
     name = 'adamixer-lors_r50_8xb2-1x_coco'
-    with pytest.raises(NoPublishedWeightsError,
-                       match=f'published no trained weights for {name}'):
+    with pytest.raises(
+            NoPublishedWeightsError,
+            match=f'published no trained weights for {name}'):
         CheckpointLoader.load_checkpoint(NO_WEIGHTS + name)
     from mmdet.apis import DetInferencer
     with pytest.raises(NoPublishedWeightsError, match=name):

@@ -28,48 +28,70 @@ from mmengine.runner import Runner
 
 from lors_det.datasets import make_synthetic_coco
 from lors_det.engine.config_scope import (ConfigError, config_errors,
-                                         resolve_config_path)
+                                          resolve_config_path)
 from lors_det.engine.fileio import WorkDirLock
-from lors_det.engine.plots import (find_scalars, plot_curves,
-                                   plot_detections, read_scalars)
+from lors_det.engine.plots import (find_scalars, plot_curves, plot_detections,
+                                   read_scalars)
 from lors_det.models.param_counts import json_summary, model_param_counts
 from mmdet.utils import register_all_modules
 
 # the installed package's copy, so the demo runs from any directory
 DEFAULT_CONFIG = 'lors_det::synthetic/adamixer-lors_tiny_synthetic_demo.py'
-COUNT_PARAMS = osp.join(osp.dirname(osp.abspath(__file__)), 'analysis',
-                        'count_params.py')
+COUNT_PARAMS = osp.join(
+    osp.dirname(osp.abspath(__file__)), 'analysis', 'count_params.py')
 # --quick: one epoch of 2 iterations on 8 images of 64 px, then validation
 QUICK_OPTIONS = {
-    'synthetic_data': dict(num_train=8, num_val=4, img_size=64),
-    'train_cfg': dict(max_epochs=1, val_interval=1),
-    'default_hooks': dict(logger=dict(interval=1),
-                          checkpoint=dict(interval=1)),
-    'param_scheduler': [dict(type='LinearLR', start_factor=0.5, by_epoch=False,
-                             begin=0, end=2)]}
+    'synthetic_data':
+    dict(num_train=8, num_val=4, img_size=64),
+    'train_cfg':
+    dict(max_epochs=1, val_interval=1),
+    'default_hooks':
+    dict(logger=dict(interval=1), checkpoint=dict(interval=1)),
+    'param_scheduler':
+    [dict(type='LinearLR', start_factor=0.5, by_epoch=False, begin=0, end=2)]
+}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Train + evaluate AdaMixer+LORS '
                                 'on synthetic shapes (CPU demo)')
-    p.add_argument('--config', default=DEFAULT_CONFIG,
-                   help='a path or lors_det::path/in/configs.py')
-    p.add_argument('--work-dir', help='default: work_dirs/demo '
-                   '(work_dirs/demo_quick with --quick)')
-    p.add_argument('--epochs', type=int, help="the config's max_epochs "
-                   '(epoch-based LR milestones are scaled with it)')
-    p.add_argument('--quick', action='store_true', help='smoke run: tiny '
-                   'dataset in WORK_DIR/data, one epoch of 2 iterations')
+    p.add_argument(
+        '--config',
+        default=DEFAULT_CONFIG,
+        help='a path or lors_det::path/in/configs.py')
+    p.add_argument(
+        '--work-dir',
+        help='default: work_dirs/demo '
+        '(work_dirs/demo_quick with --quick)')
+    p.add_argument(
+        '--epochs',
+        type=int,
+        help="the config's max_epochs "
+        '(epoch-based LR milestones are scaled with it)')
+    p.add_argument(
+        '--quick',
+        action='store_true',
+        help='smoke run: tiny '
+        'dataset in WORK_DIR/data, one epoch of 2 iterations')
     p.add_argument('--data-root', help="default: the config's")
     for name in ('num-train', 'num-val', 'img-size', 'seed'):
-        p.add_argument(f'--{name}', type=int, help="default: the config's "
-                       'synthetic_data (--seed: also randomness.seed)')
-    p.add_argument('--threads', type=int, help='torch threads (default: '
-                   'OMP_NUM_THREADS, else all cores, 1 if busy or --quick)')
-    p.add_argument('--score-thr', type=float, default=0.3,
-                   help='score threshold of detections.png')
-    p.add_argument('--num-vis', type=int, default=8,
-                   help='val images in detections.png')
+        p.add_argument(
+            f'--{name}',
+            type=int,
+            help="default: the config's "
+            'synthetic_data (--seed: also randomness.seed)')
+    p.add_argument(
+        '--threads',
+        type=int,
+        help='torch threads (default: '
+        'OMP_NUM_THREADS, else all cores, 1 if busy or --quick)')
+    p.add_argument(
+        '--score-thr',
+        type=float,
+        default=0.3,
+        help='score threshold of detections.png')
+    p.add_argument(
+        '--num-vis', type=int, default=8, help='val images in detections.png')
     args = p.parse_args(argv)
     try:
         args.config_file = resolve_config_path(args.config)
@@ -77,8 +99,8 @@ def parse_args(argv=None):
         p.error(str(e))
     if args.epochs is not None and args.epochs <= 0:
         p.error(f'--epochs must be positive, got {args.epochs}')
-    args.work_dir = args.work_dir or ('work_dirs/demo_quick' if args.quick
-                                      else 'work_dirs/demo')
+    args.work_dir = args.work_dir or ('work_dirs/demo_quick'
+                                      if args.quick else 'work_dirs/demo')
     return args
 
 
@@ -98,8 +120,10 @@ def scale_epochs(schedulers, old: int, new: int) -> list:
     out = [dict(s) for s in schedulers]
     for s in (s for s in out if s.get('by_epoch', True)):
         if 'milestones' in s:
-            s['milestones'] = sorted({min(new, max(1, round(m * new / old)))
-                                      for m in s['milestones']})
+            s['milestones'] = sorted({
+                min(new, max(1, round(m * new / old)))
+                for m in s['milestones']
+            })
         s['end'] = new if s.get('end') == old else s.get('end')
     return out
 
@@ -109,16 +133,23 @@ def build_cfg(args) -> Config:
     cfg = Config.fromfile(args.config_file)
     cfg.merge_from_dict(QUICK_OPTIONS if args.quick else {})
     # the test's predictions (for detections.png) go to PREFIX.bbox.json
-    opts = {'work_dir': args.work_dir, 'launcher': 'none',
-            'test_evaluator.outfile_prefix': osp.join(args.work_dir, 'val')}
+    opts = {
+        'work_dir': args.work_dir,
+        'launcher': 'none',
+        'test_evaluator.outfile_prefix': osp.join(args.work_dir, 'val')
+    }
     if args.epochs:
         train_cfg, e = cfg.train_cfg, args.epochs
-        opts.update({'train_cfg.max_epochs': e,
-                     'train_cfg.val_interval': min(e, train_cfg.get(
-                         'val_interval', 1)),
-                     'default_hooks.checkpoint.interval': e,
-                     'param_scheduler': scale_epochs(
-                         cfg.param_scheduler, train_cfg.max_epochs, e)})
+        opts.update({
+            'train_cfg.max_epochs':
+            e,
+            'train_cfg.val_interval':
+            min(e, train_cfg.get('val_interval', 1)),
+            'default_hooks.checkpoint.interval':
+            e,
+            'param_scheduler':
+            scale_epochs(cfg.param_scheduler, train_cfg.max_epochs, e)
+        })
     if args.data_root or args.quick:
         root = osp.abspath(args.data_root or osp.join(args.work_dir, 'data'))
         for split in ('train', 'val', 'test'):
@@ -151,10 +182,13 @@ def run(args, cfg: Config) -> dict:
     threads = args.threads or default_threads(args.quick)
     torch.set_num_threads(threads)
     data, val_set = cfg.get('synthetic_data', {}), cfg.test_dataloader.dataset
-    print(f'[demo] {threads} thread(s); make_synthetic_coco('
-          f'{val_set.data_root!r}, {data})', flush=True)
-    check_classes(cfg, make_synthetic_coco(val_set.data_root, **data)[
-        'val_ann_file'])
+    print(
+        f'[demo] {threads} thread(s); make_synthetic_coco('
+        f'{val_set.data_root!r}, {data})',
+        flush=True)
+    check_classes(
+        cfg,
+        make_synthetic_coco(val_set.data_root, **data)['val_ann_file'])
     register_all_modules(init_default_scope=False)
     with config_errors(args.config):  # a bad model option: one line
         runner = Runner.from_cfg(cfg)
@@ -164,32 +198,53 @@ def run(args, cfg: Config) -> dict:
     with contextlib.redirect_stdout(buf):  # pycocotools prints its summary
         metrics = {k: float(v) for k, v in runner.test().items()}
     print(buf.getvalue(), end='')
-    summary = [ln for ln in buf.getvalue().splitlines() if ln.lstrip()
-               .startswith(('Average Precision', 'Average Recall'))][-12:]
+    summary = [
+        ln for ln in buf.getvalue().splitlines()
+        if ln.lstrip().startswith(('Average Precision', 'Average Recall'))
+    ][-12:]
     table = subprocess.run([sys.executable, COUNT_PARAMS, args.config],
-                           check=True, stdout=subprocess.PIPE,
+                           check=True,
+                           stdout=subprocess.PIPE,
                            text=True).stdout.strip()
-    files = {name: osp.join(args.work_dir, name) for name in (
-        'results.json', 'curves.png', 'detections.png', 'val.bbox.json')}
+    files = {
+        name: osp.join(args.work_dir, name)
+        for name in ('results.json', 'curves.png', 'detections.png',
+                     'val.bbox.json')
+    }
     train_recs, val_recs = read_scalars(find_scalars(runner.log_dir))
     plot_curves(train_recs, val_recs, files['curves.png'])
-    plot_detections(cfg.test_evaluator.ann_file, osp.join(
-        val_set.data_root, val_set.data_prefix.img), files['val.bbox.json'],
-        args.score_thr, files['detections.png'], args.num_vis)
+    plot_detections(cfg.test_evaluator.ann_file,
+                    osp.join(val_set.data_root,
+                             val_set.data_prefix.img), files['val.bbox.json'],
+                    args.score_thr, files['detections.png'], args.num_vis)
     loop = runner.train_loop
-    wall = dict(total=time.time() - start, train=train_end - start,
-                process_cpu=time.process_time() - cpu_start)  # ~ 1 thread
+    wall = dict(
+        total=time.time() - start,
+        train=train_end - start,
+        process_cpu=time.process_time() - cpu_start)  # ~ 1 thread
     results = dict(
-        metrics=metrics, params=json_summary(model_param_counts(runner.model)),
-        val_history=[{k: v for k, v in r.items() if k.startswith('coco/')
-                      or k == 'step'} for r in val_recs],
-        wall_time_s={k: round(v, 1) for k, v in wall.items()},
-        coco_summary=summary, param_table=table,
+        metrics=metrics,
+        params=json_summary(model_param_counts(runner.model)),
+        val_history=[{
+            k: v
+            for k, v in r.items() if k.startswith('coco/') or k == 'step'
+        } for r in val_recs],
+        wall_time_s={
+            k: round(v, 1)
+            for k, v in wall.items()
+        },
+        coco_summary=summary,
+        param_table=table,
         files=dict(files, log_dir=runner.log_dir),
-        config=dict(file=args.config, data_root=val_set.data_root,
-                    dataset=data, max_epochs=loop.max_epochs,
-                    iters_per_epoch=len(loop.dataloader), threads=threads,
-                    quick=args.quick, torch=torch.__version__))
+        config=dict(
+            file=args.config,
+            data_root=val_set.data_root,
+            dataset=data,
+            max_epochs=loop.max_epochs,
+            iters_per_epoch=len(loop.dataloader),
+            threads=threads,
+            quick=args.quick,
+            torch=torch.__version__))
     with open(files['results.json'], 'w') as f:
         json.dump(results, f, indent=2)
     ap = [metrics[f'coco/bbox_mAP{k}'] for k in ('', '_50', '_75')]
@@ -199,12 +254,14 @@ def run(args, cfg: Config) -> dict:
         f'({val_set.data_root}); {loop.max_epochs} epochs x '
         f'{len(loop.dataloader)} iterations on {threads} CPU thread(s); '
         f"wall time {wall['total']:.0f} s (train {wall['train']:.0f} s, "
-        f"process CPU {wall['process_cpu']:.0f} s)",
-        '-' * 78, 'COCO bbox evaluation (pycocotools):', *summary, '-' * 78,
+        f"process CPU {wall['process_cpu']:.0f} s)", '-' * 78,
+        'COCO bbox evaluation (pycocotools):', *summary, '-' * 78,
         'parameters:', table, '-' * 78,
-        'bbox mAP {:.3f}  AP50 {:.3f}  AP75 {:.3f}'.format(*ap),
-        'wrote ' + ', '.join(files[k] for k in (
-            'results.json', 'curves.png', 'detections.png')), '=' * 78]))
+        'bbox mAP {:.3f}  AP50 {:.3f}  AP75 {:.3f}'.format(*ap), 'wrote ' +
+        ', '.join(files[k]
+                  for k in ('results.json', 'curves.png', 'detections.png')),
+        '=' * 78
+    ]))
     return results
 
 

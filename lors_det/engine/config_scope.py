@@ -26,9 +26,10 @@ import os.path as osp
 import sys
 from typing import Optional
 
-__all__ = ['register_config_scope', 'resolve_config_path',
-           'load_tool_config', 'config_errors', 'ConfigError', 'NO_WEIGHTS',
-           'NoPublishedWeightsError']
+__all__ = [
+    'register_config_scope', 'resolve_config_path', 'load_tool_config',
+    'config_errors', 'ConfigError', 'NO_WEIGHTS', 'NoPublishedWeightsError'
+]
 
 
 class ConfigError(ValueError):
@@ -92,8 +93,7 @@ def resolve_config_path(config: str) -> str:
         raise ConfigError(
             f"config '{config}': unknown or uninstalled scope '{scope}' "
             f'(known: {", ".join(sorted(MODULE2PACKAGE))})')
-    path = osp.join(spec.submodule_search_locations[0], '.mim', 'configs',
-                    rel)
+    path = osp.join(spec.submodule_search_locations[0], '.mim', 'configs', rel)
     if not osp.isfile(path):
         raise ConfigError(f"config '{config}' does not exist (looked for "
                           f'{path})')
@@ -109,8 +109,8 @@ def load_tool_config(config: str, cfg_options: Optional[dict] = None):
         cfg = Config.fromfile(path)
         if cfg_options:
             cfg.merge_from_dict(cfg_options)
-    except (OSError, SyntaxError, ImportError, KeyError, TypeError,
-            ValueError, AttributeError) as e:
+    except (OSError, SyntaxError, ImportError, KeyError, TypeError, ValueError,
+            AttributeError) as e:
         raise ConfigError(f'{config}: {_one_line(e)}') from e
     return cfg
 

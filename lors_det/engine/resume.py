@@ -25,8 +25,10 @@ from typing import Callable, List, Optional, Tuple
 
 from .checkpoint import CheckpointError, load_checkpoint_file
 
-__all__ = ['numbered_checkpoints', 'find_resume_checkpoint',
-           'refuse_fresh_start', 'ResumeError']
+__all__ = [
+    'numbered_checkpoints', 'find_resume_checkpoint', 'refuse_fresh_start',
+    'ResumeError'
+]
 
 _NUMBERED = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
 
@@ -129,11 +131,11 @@ def find_resume_checkpoint(
     if errors:
         raise ResumeError(
             f"cannot resume in '{work_dir}': none of its checkpoints loads "
-            '(starting from scratch would overwrite them):\n'
-            + '\n'.join(errors)
-            + (f"\nlast_checkpoint names '{foreign}' outside this work_dir; "
-               f'pass --resume {foreign} to continue from that file'
-               if foreign else ''))
+            '(starting from scratch would overwrite them):\n' +
+            '\n'.join(errors) +
+            (f"\nlast_checkpoint names '{foreign}' outside this work_dir; "
+             f'pass --resume {foreign} to continue from that file'
+             if foreign else ''))
     return None, None
 
 

@@ -10,8 +10,7 @@ from lors_det.engine.resume import ResumeError, find_resume_checkpoint
 
 
 def _fake_ckpt(path, it):
-    torch.save(dict(meta=dict(iter=it), state_dict={'w': torch.ones(1)}),
-               path)
+    torch.save(dict(meta=dict(iter=it), state_dict={'w': torch.ones(1)}), path)
 
 
 @pytest.fixture
@@ -42,8 +41,9 @@ def test_copied_work_dir_with_a_damaged_checkpoint_says_so(original):
     path, ckpt = find_resume_checkpoint(str(copy), logs.append)
     # WD2's newest good file, not WD's iter_4 named by last_checkpoint
     assert path == str(copy / 'iter_2.pth') and ckpt['meta']['iter'] == 2
-    assert any(str(copy / 'iter_4.pth') in m and 'does not load' in m
-               for m in logs), logs
+    assert any(
+        str(copy / 'iter_4.pth') in m and 'does not load' in m
+        for m in logs), logs
     # none of WD2's loads: an error naming WD's file as the way out
     (copy / 'iter_2.pth').write_bytes(b'')
     with pytest.raises(ResumeError) as e:

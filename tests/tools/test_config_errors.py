@@ -17,12 +17,13 @@ BAD_RANK = 'model.decoder.mixing.lorsa.rank=0'
 def _fails_in_one_line(cmd, cwd):
     env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
     env.pop('LORS_DET_TRACEBACK', None)
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert 'Traceback' not in proc.stderr, proc.stderr[-2000:]
-    errors = [line for line in proc.stderr.splitlines()
-              if line.startswith('error:')]
+    errors = [
+        line for line in proc.stderr.splitlines() if line.startswith('error:')
+    ]
     assert len(errors) == 1, proc.stderr[-2000:]
     return errors[0]
 
@@ -54,8 +55,10 @@ def _exits_in_one_line(tool, args):
      'exist'),
     ([LORS_CFG, '--cfg-options', BAD_RANK], 'rank must be a positive '
      'integer, got 0'),
-    (['lors_det::synthetic/adamixer-lors_tiny_synthetic.py', '--cfg-options',
-      'model.decoder.type=NoSuchDecoder'], 'NoSuchDecoder is not in the'),
+    ([
+        'lors_det::synthetic/adamixer-lors_tiny_synthetic.py', '--cfg-options',
+        'model.decoder.type=NoSuchDecoder'
+    ], 'NoSuchDecoder is not in the'),
 ])
 def test_count_params(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -79,8 +82,10 @@ def test_params_table(tmp_path):
 
 @pytest.mark.slow
 def test_demo(tmp_path):
-    line = _fails_in_one_line(
-        [sys.executable, os.path.join(TOOLS, 'demo.py'), '--quick',
-         '--config', _bad_config(tmp_path), '--work-dir',
-         str(tmp_path / 'wd')], tmp_path)
+    line = _fails_in_one_line([
+        sys.executable,
+        os.path.join(TOOLS, 'demo.py'), '--quick', '--config',
+        _bad_config(tmp_path), '--work-dir',
+        str(tmp_path / 'wd')
+    ], tmp_path)
     assert 'rank must be a positive integer' in line, line

@@ -16,7 +16,8 @@ def test_default_config_resolves_outside_the_repo(tmp_path, monkeypatch):
     assert args.config.startswith('lors_det::')
     assert osp.isfile(args.config_file)
     assert osp.samefile(
-        args.config_file, osp.join(REPO_ROOT, 'configs', 'synthetic',
-                                   'adamixer-lors_tiny_synthetic_demo.py'))
+        args.config_file,
+        osp.join(REPO_ROOT, 'configs', 'synthetic',
+                 'adamixer-lors_tiny_synthetic_demo.py'))
     cfg = demo.build_cfg(args)
     assert cfg.work_dir == 'work_dirs/demo_quick'

@@ -21,8 +21,12 @@ def test_missing_pytest_is_named_before_any_step(tmp_path):
     python.chmod(0o755)
     env = dict(os.environ, PYTHON=str(python))
     proc = subprocess.run(
-        ['bash', SCRIPT, '--device', 'cpu', '--out', str(tmp_path / 'out')],
-        env=env, capture_output=True, text=True, timeout=120)
+        ['bash', SCRIPT, '--device', 'cpu', '--out',
+         str(tmp_path / 'out')],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert 'needs pytest' in proc.stderr
     assert 'requirements/tests.txt' in proc.stderr

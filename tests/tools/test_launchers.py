@@ -16,7 +16,11 @@ def _pythonpath(python, tmp_path):
     env['PYTHON'] = python
     out = subprocess.run(
         ['bash', '-c', f'source {FIND_PYTHON}; echo "[$PYTHONPATH]"'],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True)
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True)
     return out.stdout.strip()
 
 

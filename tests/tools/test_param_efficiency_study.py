@@ -12,8 +12,7 @@ import pytest
 
 from helpers import REPO_ROOT, run
 
-TOOL = osp.join(REPO_ROOT, 'tools', 'analysis',
-                'compare_param_efficiency.py')
+TOOL = osp.join(REPO_ROOT, 'tools', 'analysis', 'compare_param_efficiency.py')
 
 
 @pytest.fixture(scope='module')
@@ -62,10 +61,17 @@ def test_summary_pairs_by_seed(tool):
     rows = []
     for key, offset in (('adamixer', 0.0), ('lors', 0.01)):
         for seed, ap in ((0, 0.10), (1, 0.20), (2, 0.30)):
-            rows.append(dict(key=key, label=key, config=f'{key}.py',
-                             seed=seed, ap=ap + offset, ap50=2 * ap,
-                             decoder_params=100 if key == 'lors' else 300,
-                             total_params=1000, minutes=1.0))
+            rows.append(
+                dict(
+                    key=key,
+                    label=key,
+                    config=f'{key}.py',
+                    seed=seed,
+                    ap=ap + offset,
+                    ap50=2 * ap,
+                    decoder_params=100 if key == 'lors' else 300,
+                    total_params=1000,
+                    minutes=1.0))
     rows.reverse()  # order of the rows must not matter
     entries = {e['key']: e for e in tool.summarise(rows)}
     lors = entries['lors']
@@ -82,15 +88,18 @@ def test_summary_pairs_by_seed(tool):
 
 def test_quick_study_end_to_end(tmp_path):
     work_dir, data = tmp_path / 'study', tmp_path / 'data'
-    cmd = [sys.executable, TOOL, '--quick', '--only', 'lors', 'lorita',
-           '--work-dir', str(work_dir), '--data-root', str(data)]
+    cmd = [
+        sys.executable, TOOL, '--quick', '--only', 'lors', 'lorita',
+        '--work-dir',
+        str(work_dir), '--data-root',
+        str(data)
+    ]
     out = run(cmd).stdout
     with open(work_dir / 'study.json') as f:
         study = json.load(f)
     assert study['quick'] and study['seeds'] == [0, 1]
     entries = {e['key']: e for e in study['configs']}
-    assert set(entries) == {'adamixer', 'lors', 'lorita',
-                            'lorita@ratio=0.5'}
+    assert set(entries) == {'adamixer', 'lors', 'lorita', 'lorita@ratio=0.5'}
     for e in entries.values():
         assert e['seeds'] == [0, 1]
         assert all(0.0 <= v <= 100.0 for v in e['ap'] + e['ap50'])
@@ -114,4 +123,3 @@ def test_quick_study_end_to_end(tmp_path):
     refused = run(cmd, check=False)
     assert refused.returncode != 0
     assert 'unfinished run' in refused.stdout
-

@@ -26,8 +26,10 @@ def tool():
 
 def _rows(text):
     """{config: table line} of a params.md text."""
-    return {line.split('`')[1]: line for line in text.splitlines()
-            if line.startswith('| `')}
+    return {
+        line.split('`')[1]: line
+        for line in text.splitlines() if line.startswith('| `')
+    }
 
 
 @pytest.mark.slow
@@ -44,7 +46,7 @@ def test_doc_is_what_the_tool_writes(tool):
         assert rows[config] == line, (
             f'{config}: docs/params.md is stale, rerun {tool.COMMAND}')
     # the text around the table: the doc without its other rows
-    kept = '\n'.join(line for line in doc.splitlines()
-                     if not line.startswith('| `') or
-                     line.split('`')[1] in SAMPLE) + '\n'
+    kept = '\n'.join(
+        line for line in doc.splitlines()
+        if not line.startswith('| `') or line.split('`')[1] in SAMPLE) + '\n'
     assert kept == sample

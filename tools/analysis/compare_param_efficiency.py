@@ -68,8 +68,8 @@ def mean_std(values):
     """Mean and sample standard deviation (ddof 1; 0 for one value)."""
     if len(values) == 0:
         raise ValueError('mean_std needs at least one value')
-    return statistics.fmean(values), (statistics.stdev(values)
-                                      if len(values) > 1 else 0.0)
+    return statistics.fmean(values), (
+        statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def paired_difference(a, b, confidence: float = 0.95) -> dict:
@@ -93,34 +93,51 @@ def paired_difference(a, b, confidence: float = 0.95) -> dict:
     if std == 0:  # scipy's interval is nan for identical differences
         low = high = mean
     else:
-        low, high = ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]
-                              ).confidence_interval(confidence)
-    return dict(n=len(seeds), mean=mean, std=std, low=float(low),
-                high=float(high))
+        low, high = ttest_rel([a[s] for s in seeds],
+                              [b[s]
+                               for s in seeds]).confidence_interval(confidence)
+    return dict(
+        n=len(seeds), mean=mean, std=std, low=float(low), high=float(high))
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--seeds', type=int, nargs='+',
-                        help='training seeds (default 0 1 2; --quick: 0 1)')
-    parser.add_argument('--only', nargs='+', choices=[r[0] for r in RUNS],
-                        help=f'these configs only ({BASELINE} is always '
-                        'run: it is the reference of the differences)')
-    parser.add_argument('--compress', nargs='+', default=['ratio=0.5'],
-                        help='LoRITa compressions, METHOD=VALUE with METHOD '
-                        'in rank, energy, ratio')
+    parser.add_argument(
+        '--seeds',
+        type=int,
+        nargs='+',
+        help='training seeds (default 0 1 2; --quick: 0 1)')
+    parser.add_argument(
+        '--only',
+        nargs='+',
+        choices=[r[0] for r in RUNS],
+        help=f'these configs only ({BASELINE} is always '
+        'run: it is the reference of the differences)')
+    parser.add_argument(
+        '--compress',
+        nargs='+',
+        default=['ratio=0.5'],
+        help='LoRITa compressions, METHOD=VALUE with METHOD '
+        'in rank, energy, ratio')
     parser.add_argument('--work-dir', default='work_dirs/param_efficiency')
-    parser.add_argument('--jobs', type=int, default=2,
-                        help='runs at a time (default 2, one per core)')
-    parser.add_argument('--threads', type=int, default=1,
-                        help='intra-op threads per run')
-    parser.add_argument('--quick', action='store_true',
-                        help=f'merge {QUICK_OVERLAY}; seeds 0 1')
-    parser.add_argument('--data-root',
-                        help="use this directory instead of the configs' "
-                        'data_root (generated there if missing)')
-    parser.add_argument('--run', nargs=2, metavar=('KEY', 'SEED'),
-                        help=argparse.SUPPRESS)  # one worker run
+    parser.add_argument(
+        '--jobs',
+        type=int,
+        default=2,
+        help='runs at a time (default 2, one per core)')
+    parser.add_argument(
+        '--threads', type=int, default=1, help='intra-op threads per run')
+    parser.add_argument(
+        '--quick',
+        action='store_true',
+        help=f'merge {QUICK_OVERLAY}; seeds 0 1')
+    parser.add_argument(
+        '--data-root',
+        help="use this directory instead of the configs' "
+        'data_root (generated there if missing)')
+    parser.add_argument(
+        '--run', nargs=2, metavar=('KEY', 'SEED'),
+        help=argparse.SUPPRESS)  # one worker run
     args = parser.parse_args(argv)
     if args.seeds is None:
         args.seeds = [0, 1] if args.quick else [0, 1, 2]
@@ -151,12 +168,11 @@ def load_cfg(config: str, quick: bool, data_root=None):
         cfg.merge_from_dict(overlay.to_dict())
     if data_root:
         cfg.data_root = data_root.rstrip('/') + '/'
-        for name in ('train_dataloader', 'val_dataloader',
-                     'test_dataloader'):
+        for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
             cfg[name].dataset.data_root = cfg.data_root
         for name in ('val_evaluator', 'test_evaluator'):
-            cfg[name].ann_file = (cfg.data_root +
-                                  'annotations/instances_val.json')
+            cfg[name].ann_file = (
+                cfg.data_root + 'annotations/instances_val.json')
     return cfg
 
 
@@ -202,12 +218,18 @@ def run_one(args, key: str, seed: int) -> None:
     runner = Runner.from_cfg(cfg)
     runner.train()  # the configs validate once, after the last epoch
     counts = model_param_counts(runner.model)
-    results = [dict(key=key, label=label, config=config, seed=seed,
-                    ap=metric(runner, 'bbox_mAP'),
-                    ap50=metric(runner, 'bbox_mAP_50'),
-                    decoder_params=counts['decoder']['total'],
-                    total_params=counts['total']['total'],
-                    minutes=(time.time() - t0) / 60)]
+    results = [
+        dict(
+            key=key,
+            label=label,
+            config=config,
+            seed=seed,
+            ap=metric(runner, 'bbox_mAP'),
+            ap50=metric(runner, 'bbox_mAP_50'),
+            decoder_params=counts['decoder']['total'],
+            total_params=counts['total']['total'],
+            minutes=(time.time() - t0) / 60)
+    ]
     del runner
     ckpt = osp.join(work_dir, f'epoch_{cfg.train_cfg.max_epochs}.pth')
     for method, value in args.compress_specs if key == LORITA_KEY else ():
@@ -222,13 +244,18 @@ def run_one(args, key: str, seed: int) -> None:
         runner = Runner.from_cfg(test_cfg)
         metrics = runner.test()
         counts = model_param_counts(runner.model)
-        results.append(dict(
-            key=f'{key}@{tag}', label=f'{label[:-len(" (as trained)")]}, '
-            f'compressed ({tag})', config=config, seed=seed,
-            ap=metrics['coco/bbox_mAP'], ap50=metrics['coco/bbox_mAP_50'],
-            decoder_params=counts['decoder']['total'],
-            total_params=counts['total']['total'],
-            minutes=(time.time() - t0) / 60))
+        results.append(
+            dict(
+                key=f'{key}@{tag}',
+                label=f'{label[:-len(" (as trained)")]}, '
+                f'compressed ({tag})',
+                config=config,
+                seed=seed,
+                ap=metrics['coco/bbox_mAP'],
+                ap50=metrics['coco/bbox_mAP_50'],
+                decoder_params=counts['decoder']['total'],
+                total_params=counts['total']['total'],
+                minutes=(time.time() - t0) / 60))
         del runner
     with open(osp.join(work_dir, 'result.json'), 'w') as f:
         json.dump(results, f, indent=1)
@@ -237,8 +264,11 @@ def run_one(args, key: str, seed: int) -> None:
 def run_all(args, keys) -> list:
     """Run every (key, seed) not yet finished, ``--jobs`` at a time, seed
     by seed; return the result rows of all finished runs."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
-               MKL_NUM_THREADS=str(args.threads), CUDA_VISIBLE_DEVICES='')
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(args.threads),
+        MKL_NUM_THREADS=str(args.threads),
+        CUDA_VISIBLE_DEVICES='')
     env['PYTHONPATH'] = os.pathsep.join(
         [REPO_ROOT] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
     todo, rows, failed = [], [], []
@@ -251,19 +281,24 @@ def run_all(args, keys) -> list:
                 raise SystemExit(f'error: {work_dir} holds an unfinished run '
                                  '(no result.json); remove it to rerun')
             todo.append((key, seed, work_dir))
-    base = [sys.executable, osp.abspath(__file__), '--work-dir',
-            args.work_dir, '--threads', str(args.threads), '--compress',
-            *args.compress] + (['--quick'] if args.quick else []) + (
-                ['--data-root', args.data_root] if args.data_root else [])
+    base = [
+        sys.executable,
+        osp.abspath(__file__), '--work-dir', args.work_dir, '--threads',
+        str(args.threads), '--compress', *args.compress
+    ] + (['--quick'] if args.quick else []) + (['--data-root', args.data_root]
+                                               if args.data_root else [])
 
     def train(key, seed, work_dir):
         os.makedirs(work_dir)
         with open(osp.join(work_dir, 'study_run.log'), 'w') as log:
             tqdm.write(f'started {key} seed {seed}', file=sys.stdout)
             started = time.time()
-            proc = subprocess.run(base + ['--run', key, str(seed)],
-                                  cwd=REPO_ROOT, env=env, stdout=log,
-                                  stderr=subprocess.STDOUT)
+            proc = subprocess.run(
+                base + ['--run', key, str(seed)],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT)
         return proc.returncode, log.name, time.time() - started
 
     # a thread per running job: each waits on its subprocess, so
@@ -280,8 +315,10 @@ def run_all(args, keys) -> list:
                 f'FAILED (exit {code}, see {log})'
             if code:
                 failed.append((key, seed))
-            bar.write(f'{state}: {key} seed {seed} in {seconds / 60:.1f} '
-                      'min', file=sys.stdout)
+            bar.write(
+                f'{state}: {key} seed {seed} in {seconds / 60:.1f} '
+                'min',
+                file=sys.stdout)
             bar.update()
     for seed in args.seeds:
         for key in keys:
@@ -302,19 +339,23 @@ def summarise(rows) -> list:
     ref = {r['seed']: r for r in by_key.get(BASELINE, [])}
     out = []
     for key, runs in by_key.items():
-        entry = dict(key=key, label=runs[0]['label'],
-                     config=runs[0]['config'],
-                     decoder_params=runs[0]['decoder_params'],
-                     total_params=runs[0]['total_params'],
-                     seeds=[r['seed'] for r in runs],
-                     minutes=mean_std([r['minutes'] for r in runs])[0])
+        entry = dict(
+            key=key,
+            label=runs[0]['label'],
+            config=runs[0]['config'],
+            decoder_params=runs[0]['decoder_params'],
+            total_params=runs[0]['total_params'],
+            seeds=[r['seed'] for r in runs],
+            minutes=mean_std([r['minutes'] for r in runs])[0])
         for m in ('ap', 'ap50'):
             per_seed = {r['seed']: 100 * r[m] for r in runs}
             entry[m] = [per_seed[s] for s in entry['seeds']]
             entry[f'{m}_mean'], entry[f'{m}_std'] = mean_std(entry[m])
             if key != BASELINE and ref:
-                entry[f'{m}_diff'] = paired_difference(
-                    per_seed, {s: 100 * r[m] for s, r in ref.items()})
+                entry[f'{m}_diff'] = paired_difference(per_seed, {
+                    s: 100 * r[m]
+                    for s, r in ref.items()
+                })
         out.append(entry)
     return out
 
@@ -324,8 +365,8 @@ def machine() -> str:
     cpu = platform.machine()
     if osp.isfile('/proc/cpuinfo'):
         with open('/proc/cpuinfo') as f:
-            cpu = next((line.split(':', 1)[1].strip() for line in f
-                        if line.startswith('model name')), cpu)
+            cpu = next((line.split(':', 1)[1].strip()
+                        for line in f if line.startswith('model name')), cpu)
     return (f'{platform.node()} ({platform.system()} {platform.release()}, '
             f'{cpu}, {os.cpu_count()} CPU cores, no GPU; python '
             f'{platform.python_version()}, torch {torch.__version__})')
@@ -350,11 +391,11 @@ def table(entries) -> str:
         dec = f'{e["decoder_params"]:,}'
         if ref is not None and e is not ref:
             dec += f' ({100 * (e["decoder_params"] / ref["decoder_params"] - 1):+.0f}%)'  # noqa: E501
-        rows.append((e['label'], dec,
-                     f'{e["ap_mean"]:.1f} ± {e["ap_std"]:.1f}',
-                     f'{e["ap50_mean"]:.1f} ± {e["ap50_std"]:.1f}',
-                     fmt_diff(e.get('ap_diff')), fmt_diff(e.get('ap50_diff')),
-                     ', '.join(f'{v:.1f}' for v in e['ap'])))
+        rows.append(
+            (e['label'], dec, f'{e["ap_mean"]:.1f} ± {e["ap_std"]:.1f}',
+             f'{e["ap50_mean"]:.1f} ± {e["ap50_std"]:.1f}',
+             fmt_diff(e.get('ap_diff')), fmt_diff(e.get('ap50_diff')),
+             ', '.join(f'{v:.1f}' for v in e['ap'])))
     return markdown_table(header, rows, numeric=(False, ) + (True, ) * 5)
 
 
@@ -362,36 +403,53 @@ def main(argv=None):
     args = parse_args(argv)
     if args.run:
         return run_one(args, args.run[0], int(args.run[1]))
-    command = 'python ' + ' '.join(shlex.quote(a) for a in [
-        osp.relpath(osp.abspath(__file__), REPO_ROOT)] + list(
-            sys.argv[1:] if argv is None else argv))
+    command = 'python ' + ' '.join(
+        shlex.quote(a)
+        for a in [osp.relpath(osp.abspath(__file__), REPO_ROOT)] +
+        list(sys.argv[1:] if argv is None else argv))
     started, t0 = datetime.datetime.now(datetime.timezone.utc), time.time()
-    keys = [k for k, _, _ in RUNS
-            if k == BASELINE or not args.only or k in args.only]
+    keys = [
+        k for k, _, _ in RUNS
+        if k == BASELINE or not args.only or k in args.only
+    ]
     for key in keys:  # every config's data, before any run starts
-        ensure_data(load_cfg(dict((k, c) for k, _, c in RUNS)[key],
-                             args.quick, args.data_root))
+        ensure_data(
+            load_cfg(
+                dict((k, c) for k, _, c in RUNS)[key], args.quick,
+                args.data_root))
     entries = summarise(run_all(args, keys))
     wall = (time.time() - t0) / 60
-    header = [f'command: `{command}`',
-              f'date: {started:%Y-%m-%d %H:%M} UTC, wall time {wall:.1f} '
-              f'min ({args.jobs} runs at a time, {args.threads} thread(s) '
-              'each)',
-              f'machine: {machine()}',
-              f'seeds: {args.seeds}; quick: {args.quick}']
+    header = [
+        f'command: `{command}`',
+        f'date: {started:%Y-%m-%d %H:%M} UTC, wall time {wall:.1f} '
+        f'min ({args.jobs} runs at a time, {args.threads} thread(s) '
+        'each)', f'machine: {machine()}',
+        f'seeds: {args.seeds}; quick: {args.quick}'
+    ]
     text = '\n'.join(f'* {h}' for h in header) + '\n\n' + table(entries)
     print(text)
     with open(osp.join(args.work_dir, 'study.md'), 'w') as f:
         f.write(text + '\n')
     with open(osp.join(args.work_dir, 'study.json'), 'w') as f:
-        json.dump(dict(command=command, started=started.isoformat(),
-                       wall_minutes=wall, seeds=args.seeds,
-                       quick=args.quick, configs=entries), f, indent=1)
-    expected = {k for k in keys} | ({f'{LORITA_KEY}@{m}={v}'
-                                     for m, v in args.compress_specs}
-                                    if LORITA_KEY in keys else set())
-    complete = {e['key'] for e in entries
-                if sorted(e['seeds']) == sorted(args.seeds)}
+        json.dump(
+            dict(
+                command=command,
+                started=started.isoformat(),
+                wall_minutes=wall,
+                seeds=args.seeds,
+                quick=args.quick,
+                configs=entries),
+            f,
+            indent=1)
+    expected = {
+        k
+        for k in keys
+    } | ({f'{LORITA_KEY}@{m}={v}'
+          for m, v in args.compress_specs} if LORITA_KEY in keys else set())
+    complete = {
+        e['key']
+        for e in entries if sorted(e['seeds']) == sorted(args.seeds)
+    }
     return 0 if complete == expected else 1
 
 

@@ -2,8 +2,10 @@
 
 Usage::
 
-    python tools/analysis/count_params.py CONFIG [--json] [--cfg-options k=v ...]
-    mim run lors_det count_params lors_det::lors/adamixer-lors_r50_8xb2-1x_coco.py
+    python tools/analysis/count_params.py CONFIG [--json] \
+        [--cfg-options k=v ...]
+    mim run lors_det count_params \
+        lors_det::lors/adamixer-lors_r50_8xb2-1x_coco.py
 
 CONFIG is a path or an installed package's config (``lors_det::...``,
 ``mmdet::...``); ``--cfg-options`` overrides it as in ``tools/train.py``. A
@@ -39,13 +41,19 @@ from lors_det.models.param_counts import (COMPONENTS, describe_decoder,
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Count parameters of a detector config, per component')
-    parser.add_argument('config', help='config file path, or lors_det::'
-                        'path/in/configs.py')
-    parser.add_argument('--json', action='store_true',
-                        help='print one JSON object instead of the table')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value (as in '
-                        'tools/train.py)')
+    parser.add_argument(
+        'config', help='config file path, or lors_det::'
+        'path/in/configs.py')
+    parser.add_argument(
+        '--json',
+        action='store_true',
+        help='print one JSON object instead of the table')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, key=value (as in '
+        'tools/train.py)')
     return parser.parse_args(argv)
 
 
@@ -61,8 +69,8 @@ def format_counts(counts: Dict[str, Dict[str, int]],
 
     def row(name, c, split=False):
         trainable = '' if c['trainable'] == c['total'] else num(c['trainable'])
-        rows.append((name, num(c['total']), trainable,
-                     num(c['shared']) if split else '',
+        rows.append((name, num(c['total']),
+                     trainable, num(c['shared']) if split else '',
                      num(c['private']) if split else ''))
 
     for name in COMPONENTS:

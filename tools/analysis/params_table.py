@@ -59,8 +59,7 @@ The decoder does not depend on the backbone or on the number of queries.
 def _comparable(settings, ref):
     # what sets the size of the problem; FFN options (tied, LoRITa) and the
     # mixing are what the configs compare, so they may differ
-    keys = ('num_stages', 'num_classes', 'content_dim', 'out_points',
-            'stage')
+    keys = ('num_stages', 'num_classes', 'content_dim', 'out_points', 'stage')
     return all(settings[k] == ref[k] for k in keys)
 
 
@@ -90,8 +89,12 @@ def table(configs):
               'decoder vs AdaMixer 2×64', 'decoder vs AdaMixer 4×32')
     rows = []
     # progress with ETA on stderr (about 10 s per COCO-size model on a CPU)
-    for config in tqdm(configs, desc='params_table', unit='config',
-                       file=sys.stderr, disable=len(configs) < 2):
+    for config in tqdm(
+            configs,
+            desc='params_table',
+            unit='config',
+            file=sys.stderr,
+            disable=len(configs) < 2):
         with config_errors(config):
             local = '::' in config or osp.isfile(config)
             cfg = load_tool_config(
@@ -99,21 +102,23 @@ def table(configs):
             s = decoder_settings(cfg)
             counts = param_counts(cfg)
         dec = counts['decoder']
-        cells = [f'`{config}`', str(s['num_queries']),
-                 f"{s['num_groups']}×{s['in_points']}",
-                 _m(counts['backbone']['total']),
-                 _m(counts['neck']['total']),
-                 _m(counts['query_generator']['total']), _m(dec['total']),
-                 f"{_m(dec['shared'])} / {_m(dec['private'])}",
-                 _m(counts['total']['total'])]
+        cells = [
+            f'`{config}`',
+            str(s['num_queries']), f"{s['num_groups']}×{s['in_points']}",
+            _m(counts['backbone']['total']),
+            _m(counts['neck']['total']),
+            _m(counts['query_generator']['total']),
+            _m(dec['total']), f"{_m(dec['shared'])} / {_m(dec['private'])}",
+            _m(counts['total']['total'])
+        ]
         for ref in (REF_2X64, REF_4X32):
             ref_settings, ref_count = refs[ref]
             cells.append(
-                _pct(dec['total'], ref_count)
-                if _comparable(s, ref_settings) else '-')
+                _pct(dec['total'], ref_count) if _comparable(s, ref_settings
+                                                             ) else '-')
         rows.append(cells)
-    return markdown_table(header, rows,
-                          numeric=[False] + [True] * (len(header) - 1))
+    return markdown_table(
+        header, rows, numeric=[False] + [True] * (len(header) - 1))
 
 
 FOOTER = ('A negative reduction means a larger decoder than the reference. '
@@ -129,8 +134,8 @@ def document(configs) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('configs', nargs='*',
-                        help='configs (default: all under configs/)')
+    parser.add_argument(
+        'configs', nargs='*', help='configs (default: all under configs/)')
     args = parser.parse_args(argv)
     print(document(args.configs or find_configs()), end='')
 
