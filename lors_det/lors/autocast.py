@@ -1,4 +1,7 @@
-"""The one question the LORS layers ask about mixed precision."""
+"""The one question the decoder asks about mixed precision (the mixing
+keeps its products in float32 under autocast, the attention mask follows
+autocast's dtype); LORST and LORSA need none: F.linear and matmul follow
+autocast by themselves."""
 from typing import Optional
 
 import torch
