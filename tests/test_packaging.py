@@ -65,7 +65,11 @@ def test_every_requirements_file_is_constrained():
                  'opencv-python'):
         assert name in pins, name
     assert pins['numpy'] == 'numpy<2' and pins['torch'] == 'torch==2.1.2'
-    for name in ('build.txt', 'runtime.txt', 'tests.txt', 'mminstall.txt'):
+    names = sorted(n for n in os.listdir(REQ)
+                   if n.endswith('.txt') and n != 'constraints.txt')
+    assert {'build.txt', 'runtime.txt', 'tests.txt', 'mminstall.txt',
+            'lint.txt'} <= set(names)
+    for name in names:
         with open(osp.join(REQ, name)) as f:
             assert '-c constraints.txt' in f.read().splitlines(), name
 
