@@ -58,7 +58,7 @@ import torch
 __all__ = [
     'CheckpointError', 'UntrustedCheckpointError', 'CheckpointMismatchError',
     'TRUST_ENV', 'trust_from_env', 'load_checkpoint_file',
-    'register_checkpoint_loader'
+    'register_checkpoint_loader', 'NO_WEIGHTS', 'NoPublishedWeightsError'
 ]
 
 TRUST_ENV = 'LORS_DET_TRUST_CHECKPOINTS'
@@ -307,11 +307,34 @@ def _mmengine_local_loader(filename, map_location):
     return load_checkpoint_file(filename, map_location)
 
 
+# The metafiles' ``Weights`` while this project has trained no checkpoint:
+# mim and mmengine need the field (without it `mim download` fails with
+# "ValueError ... {'weight'}", DetInferencer with "KeyError: 'Weights'");
+# loading it says in one line that there are none (``mim download`` shows
+# the marker in requests' "No connection adapters were found for ...").
+NO_WEIGHTS = 'lors-det-no-weights-yet://'
+
+
+class NoPublishedWeightsError(FileNotFoundError):
+    """A metafile model has no published checkpoint."""
+
+
+def _no_published_weights(filename, map_location=None, logger=None):
+    name = filename[len(NO_WEIGHTS):]
+    raise NoPublishedWeightsError(
+        f'lors_det has published no trained weights for {name} yet: '
+        f'train it (tools/train.py or `mim train lors_det {name}.py`) '
+        'and pass the checkpoint (weights=...)')
+
+
 def register_checkpoint_loader() -> None:
     """Make mmengine read local checkpoints with :func:`load_checkpoint_file`
     (``Runner.load_checkpoint``/``resume``: ``load_from``, ``--resume``,
-    ``init_detector``). Remote schemes (``http://``, ...) are unchanged.
-    Idempotent."""
+    ``init_detector``) and refuse the metafiles' :data:`NO_WEIGHTS` marker
+    with :class:`NoPublishedWeightsError`. Remote schemes (``http://``,
+    ...) are unchanged. Idempotent."""
     from mmengine.runner import CheckpointLoader
     CheckpointLoader.register_scheme(
         prefixes='', loader=_mmengine_local_loader, force=True)
+    CheckpointLoader.register_scheme(
+        prefixes=NO_WEIGHTS, loader=_no_published_weights, force=True)

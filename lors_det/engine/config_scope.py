@@ -26,6 +26,8 @@ import os.path as osp
 import sys
 from typing import Optional
 
+from .checkpoint import NO_WEIGHTS, NoPublishedWeightsError
+
 __all__ = [
     'register_config_scope', 'resolve_config_path', 'load_tool_config',
     'config_errors', 'ConfigError', 'NO_WEIGHTS', 'NoPublishedWeightsError'
@@ -37,39 +39,13 @@ class ConfigError(ValueError):
 
 
 def register_config_scope() -> None:
-    """Add ``lors_det`` to mmengine's module -> package table, and the
-    no-weights marker of the metafiles (:data:`NO_WEIGHTS`). Idempotent."""
+    """Add ``lors_det`` to mmengine's module -> package table. Idempotent.
+
+    (The metafiles' no-weights marker, :data:`NO_WEIGHTS`, is a checkpoint
+    scheme: :func:`.checkpoint.register_checkpoint_loader` registers it.)"""
     from mmengine.config import utils
 
     utils.MODULE2PACKAGE.setdefault('lors_det', 'lors_det')
-    _register_no_weights_scheme()
-
-
-# The metafiles' ``Weights`` while this project has trained no checkpoint:
-# mim and mmengine need the field (without it `mim download` fails with
-# "ValueError ... {'weight'}", DetInferencer with "KeyError: 'Weights'");
-# loading it says in one line that there are none (``mim download`` shows
-# the marker in requests' "No connection adapters were found for ...").
-NO_WEIGHTS = 'lors-det-no-weights-yet://'
-
-
-class NoPublishedWeightsError(FileNotFoundError):
-    """A metafile model has no published checkpoint."""
-
-
-def _register_no_weights_scheme() -> None:
-    from mmengine.runner.checkpoint import CheckpointLoader
-    if NO_WEIGHTS in CheckpointLoader._schemes:
-        return
-
-    def no_weights(filename, map_location=None, logger=None):
-        name = filename[len(NO_WEIGHTS):]
-        raise NoPublishedWeightsError(
-            f'lors_det has published no trained weights for {name} yet: '
-            f'train it (tools/train.py or `mim train lors_det {name}.py`) '
-            'and pass the checkpoint (weights=...)')
-
-    CheckpointLoader.register_scheme(NO_WEIGHTS, no_weights)
 
 
 def resolve_config_path(config: str) -> str:
