@@ -61,6 +61,8 @@ from mmdet.registry import DATASETS
 from mmengine.fileio import get_local_path
 from mmengine.logging import print_log
 
+from ..lors.checks import check_bool
+
 MAX_LISTED = 5
 # A box sticking out of the image by less than this (in pixels) is rounding
 # of the annotation tool, not worth a warning.
@@ -184,9 +186,7 @@ class CheckedCocoDataset(CocoDataset):
             raise ValueError("CheckedCocoDataset: check_images must be True, "
                              f"False, 'header' or 'stat', got "
                              f'{check_images!r}')
-        if not isinstance(allow_unannotated, bool):
-            raise ValueError('CheckedCocoDataset: allow_unannotated must be '
-                             f'a bool, got {allow_unannotated!r}')
+        check_bool('CheckedCocoDataset.allow_unannotated', allow_unannotated)
         # set before super().__init__, which loads the annotations
         self.check_images = 'header' if check_images is True else \
             check_images

@@ -374,6 +374,14 @@ def test_val_set_without_annotations(data, case):
     assert len(_build(root, test_mode=True, allow_unannotated=True)) == 8
 
 
+def test_allow_unannotated_is_a_real_bool(data):
+    root, _ = data
+    with pytest.raises(ValueError,
+                       match=r"CheckedCocoDataset.allow_unannotated must be "
+                       r"True or False, got 'no' \(str\)"):
+        _build(root, test_mode=True, allow_unannotated='no')
+
+
 def _make_unreadable(path, case):
     os.remove(path)
     if case == 'empty_file':

@@ -342,6 +342,16 @@ def test_invalid_option_names_the_field():
         _wrapper(Toy(), max_consecutive_skips=0)
 
 
+@pytest.mark.parametrize('value', ['no', 0, 1, None])
+def test_check_grads_is_a_real_bool(value):
+    """``check_grads='no'`` used to count as True (``bool('no')``)."""
+    with pytest.raises(ValueError,
+                       match=r"optim_wrapper.check_grads must be True or "
+                       r"False, got .*\("):
+        _wrapper(Toy(), check_grads=value)
+    assert _wrapper(Toy(), check_grads=False).check_grads is False
+
+
 # ---------------------------------------------------------------------------
 # --amp keeps the guard (its AMP variant, same options)
 # ---------------------------------------------------------------------------

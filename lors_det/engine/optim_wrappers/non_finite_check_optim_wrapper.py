@@ -103,7 +103,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.optim import (AmpOptimWrapper, DefaultOptimWrapperConstructor,
                             OptimWrapper)
 
-from ...lors.checks import check_number
+from ...lors.checks import check_bool, check_number
 from ...models.roi_heads.non_finite import report_non_finite_predictions
 
 
@@ -177,7 +177,8 @@ class NonFiniteCheck:
         if lr is not None:
             check_learning_rate(lr)
         self.on_non_finite = on_non_finite
-        self.check_grads = bool(check_grads)
+        self.check_grads = check_bool('optim_wrapper.check_grads',
+                                      check_grads)
         self.max_consecutive_skips = max_consecutive_skips
         self.consecutive_skips = 0
         self._module: Optional[torch.nn.Module] = None
