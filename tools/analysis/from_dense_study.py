@@ -12,7 +12,8 @@ Per seed, with the dense AdaMixer 2x16 runs of
   ``configs/proxy/adamixer-lors_tiny_proxy_from-dense-ft.py`` (1 epoch);
 * ``scratch``: LORS trained from scratch for the same total iterations
   (``configs/proxy/adamixer-lors-5ep_tiny_proxy.py``, 4 + 1 epochs);
-* ``dense``: the dense model's own AP (from the study's result).
+* ``dense``: the dense model's own AP (from the study's result), and LORS
+  from scratch on the study's 4-epoch schedule if the study ran it.
 
 Usage::
 
@@ -45,8 +46,11 @@ STEPS = ('converted', 'finetuned', 'scratch')
 LABELS = dict(dense='AdaMixer 2x16, dense (4 ep)',
               converted='LORS converted, no training',
               finetuned='LORS converted + fine-tune (1 ep)',
-              scratch='LORS from scratch (5 ep)')
-EPOCHS = dict(dense=4, converted=4, finetuned=5, scratch=5)
+              scratch='LORS from scratch (5 ep)',
+              scratch4='LORS from scratch (4 ep, the study\'s schedule)')
+EPOCHS = dict(dense='4 + 0', converted='4 + 0', finetuned='4 + 1',
+              scratch='0 + 5', scratch4='0 + 4')  # dense + LORS training
+ROWS = ('dense', 'converted', 'finetuned', 'scratch', 'scratch4')
 
 
 def mean_std(values):
@@ -187,14 +191,17 @@ def run_all(args):
 
 
 def collect(args):
-    rows = {k: {} for k in ('dense', *STEPS)}
+    rows = {k: {} for k in ROWS}
     for seed in args.seeds:
-        path = osp.join(args.dense_work_dir, 'adamixer', f'seed{seed}',
-                        'result.json')
-        if osp.isfile(path):
-            with open(path) as f:
-                r = json.load(f)[0]
-            rows['dense'][seed] = (100 * r['ap'], 100 * r['ap50'])
+        # the study's own runs: dense, and LORS from scratch if it ran
+        # (compare_param_efficiency.py --only lors)
+        for key, name in (('dense', 'adamixer'), ('scratch4', 'lors')):
+            path = osp.join(args.dense_work_dir, name, f'seed{seed}',
+                            'result.json')
+            if osp.isfile(path):
+                with open(path) as f:
+                    r = json.load(f)[0]
+                rows[key][seed] = (100 * r['ap'], 100 * r['ap50'])
         for step in STEPS:
             path = osp.join(args.work_dir, f'seed{seed}', f'{step}.json')
             if osp.isfile(path):
@@ -216,18 +223,19 @@ def fmt_diff(a, b, i):
 
 def table(rows) -> str:
     from lors_det.engine.tables import markdown_table
-    header = ('model', 'epochs', 'AP', 'AP50', 'AP - dense [95% CI]',
-              'AP - LORS scratch [95% CI]', 'AP per seed')
+    header = ('model', 'epochs dense + LORS', 'AP', 'AP50',
+              'AP - dense [95% CI]', 'AP - LORS scratch 5 ep [95% CI]',
+              'AP per seed')
     body = []
-    for key in ('dense', *STEPS):
+    for key in ROWS:
         r = rows[key]
         if not r:
-            body.append((LABELS[key], str(EPOCHS[key]), 'not run', '', '',
+            body.append((LABELS[key], EPOCHS[key], 'not run', '', '',
                          '', ''))
             continue
         ap, ap50 = (mean_std([v[i] for v in r.values()]) for i in (0, 1))
         body.append((
-            LABELS[key], str(EPOCHS[key]), f'{ap[0]:.1f} ± {ap[1]:.1f}',
+            LABELS[key], EPOCHS[key], f'{ap[0]:.1f} ± {ap[1]:.1f}',
             f'{ap50[0]:.1f} ± {ap50[1]:.1f}',
             fmt_diff(r, rows['dense'], 0) if key != 'dense' else '-',
             fmt_diff(r, rows['scratch'], 0) if key != 'scratch' else '-',
