@@ -61,7 +61,7 @@ from mmdet.registry import DATASETS
 from mmengine.fileio import get_local_path
 from mmengine.logging import print_log
 
-from ..lors.checks import check_bool
+from ..lors.checks import check_bool, first_few
 
 MAX_LISTED = 5
 # A box sticking out of the image by less than this (in pixels) is rounding
@@ -89,11 +89,16 @@ FILE_TYPES = [(stat.S_ISDIR, 'a directory'), (stat.S_ISFIFO, 'a FIFO'),
 # Reasons a box is dropped (as mmdet's CocoDataset.parse_data_info drops
 # them) or reported, in the order they are tested; see _box_problem.
 BOX_PROBLEMS = {
-    'degenerate': 'degenerate (width or height <= 0)',
-    'outside': 'entirely outside the image',
-    'area': 'area <= 0',
-    'thin': 'narrower or lower than 1 pixel',
-    'clipped': 'partly outside the image (kept; transforms such as Resize '
+    'degenerate':
+    'degenerate (width or height <= 0)',
+    'outside':
+    'entirely outside the image',
+    'area':
+    'area <= 0',
+    'thin':
+    'narrower or lower than 1 pixel',
+    'clipped':
+    'partly outside the image (kept; transforms such as Resize '
     'clip them to the image)',
 }
 DROPPED = ('degenerate', 'outside', 'area', 'thin')
@@ -114,8 +119,10 @@ def _is_int(v) -> bool:
 
 def _image_format(head: bytes) -> Optional[str]:
     """The format whose magic bytes ``head`` (a file's first bytes) has."""
-    return next((name for name, magic in IMAGE_MAGIC
-                 if re.match(magic, head, re.DOTALL)), None)
+    return next(
+        (name
+         for name, magic in IMAGE_MAGIC if re.match(magic, head, re.DOTALL)),
+        None)
 
 
 def _file_type(mode: int) -> str:
@@ -146,9 +153,7 @@ def _box_problem(box: list, area: float, width: float,
 
 
 def _listed(items: List[str]) -> str:
-    more = f', ... ({len(items) - MAX_LISTED} more)' \
-        if len(items) > MAX_LISTED else ''
-    return '; '.join(items[:MAX_LISTED]) + more
+    return first_few(items, MAX_LISTED, sep='; ')
 
 
 @DATASETS.register_module()
@@ -421,9 +426,9 @@ class CheckedCocoDataset(CocoDataset):
         per reason, with the first ``MAX_LISTED`` of each."""
 
         def lines(reasons):
-            return ''.join(
-                f'\n  {BOX_PROBLEMS[r]}: {len(boxes[r])} ('
-                f'{_listed(boxes[r])})' for r in reasons if boxes[r])
+            return ''.join(f'\n  {BOX_PROBLEMS[r]}: {len(boxes[r])} ('
+                           f'{_listed(boxes[r])})' for r in reasons
+                           if boxes[r])
 
         if self._num_dropped and self.degenerate_boxes == 'error':
             raise self._fail(

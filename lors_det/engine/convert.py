@@ -17,6 +17,7 @@ import torch.nn as nn
 from ..efficient.lorita_compress import (CompressionReport,
                                          LoRITaCompressError, check_value,
                                          compress_model, find_lorita_layers)
+from ..lors.checks import first_few
 from ..models.official_keys import (CONVERTERS, SOURCES, missing_keys,
                                     stage_indices)
 from ..models.param_counts import build_model
@@ -26,7 +27,7 @@ from .weights import check_state_dict, extract_state_dict, load_weights
 
 __all__ = ['convert_checkpoint_file', 'compress_checkpoint']
 
-MAX_KEYS_SHOWN = 5  # key names a message lists before '... and N more'
+MAX_KEYS_SHOWN = 5  # key names a message lists before '... (N more)'
 
 
 def convert_checkpoint_file(src: str,
@@ -102,11 +103,9 @@ def convert_checkpoint_file(src: str,
     if missing:
         # a few names and the count: a checkpoint of another model misses
         # hundreds, and the first ones say which part
-        shown = missing[:MAX_KEYS_SHOWN]
-        more = len(missing) - len(shown)
         log(f'  WARNING: {len(missing)} target key(s) missing '
             '(they keep their initialisation when loaded non-strictly): ' +
-            ', '.join(shown) + (f', ... and {more} more' if more else ''))
+            first_few(missing, MAX_KEYS_SHOWN))
     else:
         log('  no target key missing' +
             (f' (checked against {config})' if config else ''))

@@ -15,10 +15,11 @@ checks an already read checkpoint and loads it; :func:`load_weights` reads,
 checks and loads.
 """
 from collections import OrderedDict
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional
 
 import torch
 
+from ..lors.checks import first_few
 from .checkpoint import CheckpointMismatchError, load_checkpoint_file
 
 __all__ = [
@@ -46,18 +47,12 @@ def extract_state_dict(checkpoint, path: str) -> 'OrderedDict':
     if not isinstance(state, dict) or not state:
         raise CheckpointMismatchError(
             f"checkpoint file '{path}' holds no state dict (got "
-            f'{type(checkpoint).__name__}'
-            + (f' with keys {sorted(map(str, checkpoint))[:8]}'
-               if isinstance(checkpoint, dict) else '') + ')')
+            f'{type(checkpoint).__name__}' +
+            (f' with keys {sorted(map(str, checkpoint))[:8]}' if isinstance(
+                checkpoint, dict) else '') + ')')
     if all(isinstance(k, str) and k.startswith('module.') for k in state):
         state = OrderedDict((k[len('module.'):], v) for k, v in state.items())
     return OrderedDict(state)
-
-
-def _examples(items: Sequence[str], k: int = 5) -> str:
-    items = list(items)
-    more = f', ... ({len(items) - k} more)' if len(items) > k else ''
-    return ', '.join(items[:k]) + more
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -66,16 +61,17 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def _expected_entries(model: torch.nn.Module,
-                      state: dict) -> Dict[str, tuple]:
+def _expected_entries(model: torch.nn.Module, state: dict) -> Dict[str, tuple]:
     """``{key: (shape, dtype)}`` of the model's state dict once ``state`` is
     loaded, read from the model without copying it. A module that adapts to
     the checkpoint while loading (``LoRITaLinear`` adopts a compressed
     checkpoint's factor shapes) says how, with
     ``state_entries_after_load(state, prefix)``: its entries replace the
     module's."""
-    expected = {k: (v.shape, v.dtype)
-                for k, v in model.state_dict(keep_vars=True).items()}
+    expected = {
+        k: (v.shape, v.dtype)
+        for k, v in model.state_dict(keep_vars=True).items()
+    }
     for name, module in model.named_modules():
         after_load = getattr(module, 'state_entries_after_load', None)
         if after_load is None:
@@ -89,7 +85,9 @@ def _expected_entries(model: torch.nn.Module,
     return expected
 
 
-def check_state_dict(model: torch.nn.Module, state: dict, path: str,
+def check_state_dict(model: torch.nn.Module,
+                     state: dict,
+                     path: str,
                      require_all: bool = True,
                      config: Optional[str] = None,
                      allow_unexpected: bool = True) -> None:
@@ -106,19 +104,23 @@ def check_state_dict(model: torch.nn.Module, state: dict, path: str,
     (only the names, shapes and dtypes of its state are read).
     """
     model = _unwrap(model)
-    not_tensor = [f'{k} ({type(v).__name__})' for k, v in state.items()
-                  if not isinstance(v, torch.Tensor)]
+    not_tensor = [
+        f'{k} ({type(v).__name__})' for k, v in state.items()
+        if not isinstance(v, torch.Tensor)
+    ]
     if not_tensor:
         raise CheckpointMismatchError(
             f"checkpoint file '{path}' has {len(not_tensor)} weight entries "
-            f'that are not tensors, e.g. {_examples(not_tensor)}; it was not '
+            f'that are not tensors, e.g. {first_few(not_tensor)}; it was not '
             'saved by torch.save(model.state_dict()) or mmengine')
-    non_finite = [k for k, v in state.items() if v.is_floating_point()
-                  and not bool(torch.isfinite(v).all())]
+    non_finite = [
+        k for k, v in state.items()
+        if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
     if non_finite:
         raise CheckpointMismatchError(
             f"checkpoint file '{path}' has NaN or infinite values in "
-            f'{len(non_finite)} weights, e.g. {_examples(non_finite)}: the '
+            f'{len(non_finite)} weights, e.g. {first_few(non_finite)}: the '
             'run that saved it had diverged; use an earlier checkpoint')
     expected = _expected_entries(model, state)
     missing = [k for k in expected if k not in state] if require_all else []
@@ -136,27 +138,31 @@ def check_state_dict(model: torch.nn.Module, state: dict, path: str,
     if not (missing or bad_shape or bad_dtype or
             (unexpected and not allow_unexpected)):
         return
-    lines = [f"checkpoint file '{path}' does not fit the model"
-             + (f" built from '{config}'" if config else '') + ':']
+    lines = [
+        f"checkpoint file '{path}' does not fit the model" +
+        (f" built from '{config}'" if config else '') + ':'
+    ]
     if missing:
         lines.append(f"  {len(missing)} of the model's {len(expected)} "
-                     f'weights are missing from it, e.g. {_examples(missing)}')
+                     f'weights are missing from it, e.g. {first_few(missing)}')
     if bad_shape:
         lines.append(f'  {len(bad_shape)} have another shape, e.g. '
-                     f'{_examples(bad_shape, 3)}')
+                     f'{first_few(bad_shape, 3)}')
     if bad_dtype:
         lines.append(f'  {len(bad_dtype)} have another dtype, e.g. '
-                     f'{_examples(bad_dtype, 3)}')
+                     f'{first_few(bad_dtype, 3)}')
     if unexpected:
         lines.append(f'  {len(unexpected)} of its entries are not in the '
-                     f'model, e.g. {_examples(unexpected)}')
+                     f'model, e.g. {first_few(unexpected)}')
     lines.append('It was probably trained with another config (e.g. '
                  'AdaMixer vs AdaMixer+LORS); use it with the config it was '
                  "trained with (stored in the checkpoint's meta['cfg']).")
     raise CheckpointMismatchError('\n'.join(lines))
 
 
-def check_checkpoint(model: torch.nn.Module, checkpoint, path: str,
+def check_checkpoint(model: torch.nn.Module,
+                     checkpoint,
+                     path: str,
                      require_all: bool = True,
                      config: Optional[str] = None) -> 'OrderedDict':
     """:func:`extract_state_dict` then :func:`check_state_dict` on a loaded
@@ -166,7 +172,9 @@ def check_checkpoint(model: torch.nn.Module, checkpoint, path: str,
     return state
 
 
-def load_checked(model: torch.nn.Module, checkpoint, path: str,
+def load_checked(model: torch.nn.Module,
+                 checkpoint,
+                 path: str,
                  require_all: bool = True,
                  config: Optional[str] = None) -> 'OrderedDict':
     """:func:`check_checkpoint` on an already read ``checkpoint``, then load
@@ -177,7 +185,9 @@ def load_checked(model: torch.nn.Module, checkpoint, path: str,
     return state
 
 
-def load_into_runner(runner, checkpoint, path: str,
+def load_into_runner(runner,
+                     checkpoint,
+                     path: str,
                      config: Optional[str] = None) -> None:
     """Load an already read ``checkpoint`` into ``runner.model`` as
     ``Runner.load_checkpoint`` does, without reading the file again: the
@@ -188,7 +198,8 @@ def load_into_runner(runner, checkpoint, path: str,
     runner.logger.info(f'Load checkpoint from {path}')
 
 
-def load_weights(model: torch.nn.Module, path: str,
+def load_weights(model: torch.nn.Module,
+                 path: str,
                  require_all: bool = True,
                  config: Optional[str] = None) -> dict:
     """Read ``path``, check its weights against ``model`` and load them.

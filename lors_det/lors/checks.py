@@ -103,6 +103,15 @@ def config_block(block: str):
         raise type(e)(f'{block}: {e}') from None
 
 
+def first_few(items: Iterable, k: int = 5, sep: str = ', ') -> str:
+    """The first ``k`` of ``items`` and the count of the rest, for messages
+    that would otherwise list hundreds of names: ``first_few(['a', 'b',
+    'c'], 2)`` is ``'a, b, ... (1 more)'``."""
+    items = [str(i) for i in items]
+    more = f', ... ({len(items) - k} more)' if len(items) > k else ''
+    return sep.join(items[:k]) + more
+
+
 def per_layer(name: str, value: Union[int, Sequence[int]],
               num_layers: int) -> List[int]:
     """Expand an int to ``num_layers`` copies or check a per-layer list.

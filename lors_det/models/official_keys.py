@@ -80,6 +80,8 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 
+from ..lors.checks import first_few
+
 Rules = Sequence[Tuple[str, str]]
 
 _STAGE = r'^roi_head\.bbox_head\.(\d+)\.'
@@ -110,10 +112,10 @@ COMMON_RULES: Rules = (
 
 #: AdaMixer (MCG-NJU/AdaMixer): mixing inside each stage
 ADAMIXER_RULES: Rules = COMMON_RULES + (
-    (_STAGE + r'sampling_n_mixing\.sampling_offset_generator\.0\.' + _WB +
-     '$', r'decoder.stages.\1.sampling.sampling_offset_generator.\2'),
-    (_STAGE + r'sampling_n_mixing\.adaptive_mixing\.parameter_generator\.0\.'
-     + _WB + '$', r'decoder.mixing.generator.layers.\1.\2'),
+    (_STAGE + r'sampling_n_mixing\.sampling_offset_generator\.0\.' + _WB + '$',
+     r'decoder.stages.\1.sampling.sampling_offset_generator.\2'),
+    (_STAGE + r'sampling_n_mixing\.adaptive_mixing\.parameter_generator\.0\.' +
+     _WB + '$', r'decoder.mixing.generator.layers.\1.\2'),
     (_STAGE + r'sampling_n_mixing\.adaptive_mixing\.out_proj\.' + _WB + '$',
      r'decoder.mixing.out_proj.layers.\1.\2'),
     (_STAGE + r'sampling_n_mixing\.norm\.' + _WB + '$',
@@ -149,20 +151,22 @@ LORS_RULES: Rules = COMMON_RULES + (
 )
 
 SOURCES = {
-    'adamixer': dict(rules=ADAMIXER_RULES,
-                     name='AdaMixer (MCG-NJU/AdaMixer, mmdet 2.x)'),
-    'lors': dict(rules=LORS_RULES,
-                 name='AdaMixer+LORS (li-jl16/LORS, mmdet 2.x)'),
+    'adamixer':
+    dict(rules=ADAMIXER_RULES, name='AdaMixer (MCG-NJU/AdaMixer, mmdet 2.x)'),
+    'lors':
+    dict(rules=LORS_RULES, name='AdaMixer+LORS (li-jl16/LORS, mmdet 2.x)'),
 }
 
 #: keys every decoder stage has (besides its cls_fcs / reg_fcs)
-_STAGE_KEYS = tuple(
-    [f'attention.{n}' for n in ('in_proj_weight', 'in_proj_bias',
-                                'out_proj.weight', 'out_proj.bias')] +
-    [f'{m}.{p}' for m in ('attention_norm', 'ffn_norm', 'ffn.fc1', 'ffn.fc2',
-                          'sampling.sampling_offset_generator', 'fc_cls',
-                          'fc_reg') for p in ('weight', 'bias')] +
-    ['iof_tau'])
+_STAGE_KEYS = tuple([
+    f'attention.{n}' for n in ('in_proj_weight', 'in_proj_bias',
+                               'out_proj.weight', 'out_proj.bias')
+] + [
+    f'{m}.{p}'
+    for m in ('attention_norm', 'ffn_norm', 'ffn.fc1', 'ffn.fc2',
+              'sampling.sampling_offset_generator', 'fc_cls', 'fc_reg')
+    for p in ('weight', 'bias')
+] + ['iof_tau'])
 
 
 class ConversionError(ValueError):
@@ -190,14 +194,14 @@ def _rename(state_dict: Dict[str, torch.Tensor],
         raise ConversionError(
             f'{len(unknown)} key(s) of the source checkpoint match no '
             'conversion rule (wrong converter for this checkpoint?): ' +
-            ', '.join(unknown))
+            first_few(unknown))
     return out
 
 
 def _strip_module_prefix(state_dict):
     if state_dict and all(k.startswith('module.') for k in state_dict):
-        return OrderedDict((k[len('module.'):], v)
-                           for k, v in state_dict.items())
+        return OrderedDict(
+            (k[len('module.'):], v) for k, v in state_dict.items())
     return state_dict
 
 
@@ -214,16 +218,17 @@ def convert_lors_state_dict(
     return _rename(_strip_module_prefix(state_dict), LORS_RULES)
 
 
-CONVERTERS: Dict[str, Callable] = dict(adamixer=convert_adamixer_state_dict,
-                                       lors=convert_lors_state_dict)
+CONVERTERS: Dict[str, Callable] = dict(
+    adamixer=convert_adamixer_state_dict, lors=convert_lors_state_dict)
 
 
 def stage_indices(keys, pattern: str) -> List[int]:
     r"""The sorted distinct integers captured by ``pattern``'s group 1 in
     ``keys``, e.g. the stage indices of ``decoder\.stages\.(\d+)\.``."""
     regex = re.compile(pattern)
-    return sorted({int(m.group(1)) for k in keys for m in [regex.match(k)]
-                   if m})
+    return sorted(
+        {int(m.group(1))
+         for k in keys for m in [regex.match(k)] if m})
 
 
 def missing_keys(converted: Dict[str, torch.Tensor], source: str) -> List[str]:
@@ -233,33 +238,46 @@ def missing_keys(converted: Dict[str, torch.Tensor], source: str) -> List[str]:
     stages = stage_indices(keys, r'^decoder\.stages\.(\d+)\.')
     stages += stage_indices(keys, r'^decoder\.mixing\.norms\.(\d+)\.')
     n = max(stages) + 1 if stages else 0
-    expected = ['query_generator.init_proposal_bboxes.weight',
-                'query_generator.init_content_features.weight',
-                'neck.gn_out.weight', 'neck.gn_out.bias']
-    branch = sorted({k.split('.', 3)[3] for k in keys
-                     if re.match(r'^decoder\.stages\.\d+\.(cls|reg)_fcs\.',
-                                 k)})
+    expected = [
+        'query_generator.init_proposal_bboxes.weight',
+        'query_generator.init_content_features.weight', 'neck.gn_out.weight',
+        'neck.gn_out.bias'
+    ]
+    branch = sorted({
+        k.split('.', 3)[3]
+        for k in keys if re.match(r'^decoder\.stages\.\d+\.(cls|reg)_fcs\.', k)
+    })
     for i in range(n):
-        expected += [f'decoder.stages.{i}.{s}'
-                     for s in (*_STAGE_KEYS, *branch)]
-        expected += [f'decoder.mixing.norms.{i}.{p}'
-                     for p in ('weight', 'bias')]
+        expected += [
+            f'decoder.stages.{i}.{s}' for s in (*_STAGE_KEYS, *branch)
+        ]
+        expected += [
+            f'decoder.mixing.norms.{i}.{p}' for p in ('weight', 'bias')
+        ]
         if source == 'adamixer':
-            expected += [f'decoder.mixing.{m}.layers.{i}.{p}'
-                         for m in ('generator', 'out_proj')
-                         for p in ('weight', 'bias')]
+            expected += [
+                f'decoder.mixing.{m}.layers.{i}.{p}'
+                for m in ('generator', 'out_proj') for p in ('weight', 'bias')
+            ]
         else:
             g = 'decoder.mixing.generator'
-            expected += [f'{g}.private_generators.{i}.{p}'
-                         for p in ('weight', 'bias')]
-            expected += [f'{g}.{side}_factors.{j}.{i}'
-                         for side in ('left', 'right') for j in (0, 1)]
-            expected += [f'decoder.mixing.out_proj.private_{p}.{i}'
-                         for p in ('A', 'B', 'bias')]
+            expected += [
+                f'{g}.private_generators.{i}.{p}' for p in ('weight', 'bias')
+            ]
+            expected += [
+                f'{g}.{side}_factors.{j}.{i}' for side in ('left', 'right')
+                for j in (0, 1)
+            ]
+            expected += [
+                f'decoder.mixing.out_proj.private_{p}.{i}'
+                for p in ('A', 'B', 'bias')
+            ]
     if source == 'lors' and n:
-        expected += ['decoder.mixing.generator.shared_generator.weight',
-                     'decoder.mixing.generator.shared_generator.bias',
-                     'decoder.mixing.out_proj.shared_weight']
+        expected += [
+            'decoder.mixing.generator.shared_generator.weight',
+            'decoder.mixing.generator.shared_generator.bias',
+            'decoder.mixing.out_proj.shared_weight'
+        ]
     missing = [k for k in expected if k not in keys]
     if n == 0:
         missing.append('decoder.stages.* (no decoder stage found)')

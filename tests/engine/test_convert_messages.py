@@ -17,5 +17,5 @@ def test_many_missing_keys_are_a_count_and_a_few_names(tmp_path, monkeypatch):
     warning = [line for line in lines if 'target key(s) missing' in line]
     assert len(warning) == 1 and len(lines) < 10, lines
     assert '233 target key(s) missing' in warning[0]
-    assert 'key0, key1, key2, key3, key4, ... and 228 more' in warning[0]
+    assert 'key0, key1, key2, key3, key4, ... (228 more)' in warning[0]
     assert 'key5' not in warning[0]

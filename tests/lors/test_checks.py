@@ -5,7 +5,7 @@ import pytest
 
 from lors_det.lors.checks import (check_bool, check_keys, check_non_negative,
                                   check_number, check_positive, check_rank,
-                                  config_block, per_layer)
+                                  config_block, first_few, per_layer)
 
 
 def test_integer_checks():
@@ -73,3 +73,10 @@ def test_config_block_prefixes_the_errors_raised_inside():
     with pytest.raises(KeyError):  # other errors pass through unchanged
         with config_block('mixing'):
             raise KeyError('x')
+
+
+def test_first_few_names_some_and_counts_the_rest():
+    assert first_few([]) == ''
+    assert first_few(['a', 'b'], 2) == 'a, b'
+    assert first_few(['a', 'b', 'c'], 2) == 'a, b, ... (1 more)'
+    assert first_few(range(7), 3, sep='; ') == '0; 1; 2, ... (4 more)'

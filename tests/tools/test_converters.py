@@ -389,12 +389,26 @@ def test_wrong_converter_names_the_keys():
     lors = build_model(CONFIGS['lors'])
     official = to_official(lors.state_dict(), lors=True)
     with pytest.raises(ConversionError,
-                       match=r'roi_head\.adaptive_mixing\.ml_parameters\.0'):
+                       match=r'roi_head\.bbox_head\.0\.sampling\.'):
         convert_adamixer_state_dict(official)
     adamixer = build_model(CONFIGS['adamixer'])
     official = to_official(adamixer.state_dict(), lors=False)
     with pytest.raises(ConversionError, match='sampling_n_mixing'):
         convert_lors_state_dict(official)
+
+
+def test_unmatched_keys_are_a_few_names_and_a_count():
+    """The wrong converter leaves hundreds of keys unmatched: the message
+    names five and counts the rest."""
+    lors = build_model(CONFIGS['lors'])
+    official = to_official(lors.state_dict(), lors=True)
+    with pytest.raises(ConversionError) as info:
+        convert_adamixer_state_dict(official)
+    message = str(info.value)
+    unknown = int(message.split(' key(s)')[0])
+    assert unknown > 5, message
+    assert message.endswith(f', ... ({unknown - 5} more)'), message
+    assert message.count('roi_head.') == 5, message
 
 
 def test_missing_keys_reported(tmp_path):

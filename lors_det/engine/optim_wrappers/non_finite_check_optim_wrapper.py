@@ -103,7 +103,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.optim import (AmpOptimWrapper, DefaultOptimWrapperConstructor,
                             OptimWrapper)
 
-from ...lors.checks import check_bool, check_number
+from ...lors.checks import check_bool, check_number, first_few
 from ...models.roi_heads.non_finite import report_non_finite_predictions
 
 
@@ -124,7 +124,8 @@ class CheckedOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     ``optimizer.lr`` (positive finite number) so that a wrong value is
     named before torch builds the optimizer."""
 
-    def __init__(self, optim_wrapper_cfg: dict,
+    def __init__(self,
+                 optim_wrapper_cfg: dict,
                  paramwise_cfg: Optional[dict] = None):
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
         if 'lr' in self.optimizer_cfg:
@@ -177,8 +178,7 @@ class NonFiniteCheck:
         if lr is not None:
             check_learning_rate(lr)
         self.on_non_finite = on_non_finite
-        self.check_grads = check_bool('optim_wrapper.check_grads',
-                                      check_grads)
+        self.check_grads = check_bool('optim_wrapper.check_grads', check_grads)
         self.max_consecutive_skips = max_consecutive_skips
         self.consecutive_skips = 0
         self._module: Optional[torch.nn.Module] = None
@@ -207,9 +207,10 @@ class NonFiniteCheck:
         # detached: a skipped step must not keep the graph alive
         if isinstance(output, dict):
             self._losses = {
-                k: [t.detach() for t in v] if isinstance(v, (list, tuple))
-                else v.detach() if torch.is_tensor(v) else v
-                for k, v in output.items()}
+                k: [t.detach() for t in v] if isinstance(v, (list, tuple)) else
+                v.detach() if torch.is_tensor(v) else v
+                for k, v in output.items()
+            }
 
     # -- the check -----------------------------------------------------------
     def update_params(self,
@@ -251,9 +252,13 @@ class NonFiniteCheck:
         return flag
 
     def _loss_details(self, loss: torch.Tensor) -> str:
-        terms = {k: torch.stack([t.float().mean() for t in v]).sum()
-                 if isinstance(v, (list, tuple)) else v
-                 for k, v in self._losses.items() if 'loss' in k}
+        terms = {
+            k:
+            torch.stack([t.float().mean()
+                         for t in v]).sum() if isinstance(v,
+                                                          (list, tuple)) else v
+            for k, v in self._losses.items() if 'loss' in k
+        }
         bad = [
             f'{k}={_fmt(v)}' for k, v in terms.items()
             if torch.is_tensor(v) and not bool(torch.isfinite(v).all())
@@ -268,8 +273,8 @@ class NonFiniteCheck:
 
     def _non_finite_grads(self) -> List[torch.Tensor]:
         params = [
-            p for group in self.optimizer.param_groups
-            for p in group['params'] if p.grad is not None
+            p for group in self.optimizer.param_groups for p in group['params']
+            if p.grad is not None
         ]
         if not params:
             return []
@@ -282,10 +287,8 @@ class NonFiniteCheck:
         names = {}
         if self._module is not None:
             names = {id(p): n for n, p in self._module.named_parameters()}
-        listed = [names.get(id(p), f'<param {tuple(p.shape)}>')
-                  for p in bad[:5]]
-        more = f' and {len(bad) - 5} more' if len(bad) > 5 else ''
-        return ('non-finite gradients in ' + ', '.join(listed) + more +
+        listed = [names.get(id(p), f'<param {tuple(p.shape)}>') for p in bad]
+        return ('non-finite gradients in ' + first_few(listed) +
                 ' (the loss itself was finite)')
 
     def _non_finite_buffers(self) -> List[str]:
@@ -295,8 +298,7 @@ class NonFiniteCheck:
             n for n, b in self._module.named_buffers()
             if b.is_floating_point() and not bool(torch.isfinite(b).all())
         ]
-        return bad[:5] + ([f'... ({len(bad) - 5} more)']
-                          if len(bad) > 5 else [])
+        return bad
 
     def _non_finite(self, what: str, details: str) -> None:
         hub = MessageHub.get_current_instance()
@@ -316,7 +318,8 @@ class NonFiniteCheck:
             raise NonFiniteLossError(msg)
         poisoned = self._non_finite_buffers()
         if poisoned:
-            msg = (f'{head} The buffers {poisoned} became non-finite in the '
+            msg = (f'{head} The buffers {first_few(poisoned)} became '
+                   'non-finite in the '
                    'forward pass (e.g. BatchNorm running statistics); '
                    'skipping the optimizer step cannot undo that. Stopping.')
             print_log(msg, logger='current', level=logging.ERROR)
