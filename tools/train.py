@@ -25,18 +25,20 @@ import sys
 
 import torch
 from mmdet.utils import register_all_modules, setup_cache_size_limit_of_dynamo
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import lors_det  # noqa: F401  (populates plugin registries)
 from lors_det.engine.checkpoint import CheckpointError, load_checkpoint_file
+from lors_det.engine.config_scope import config_errors, load_tool_config
 from lors_det.engine.dist import setup_cpu_dist
 from lors_det.engine.fileio import WorkDirBusyError, WorkDirLock
 from lors_det.engine.optim_wrappers import to_amp
 from lors_det.engine.resume import (ResumeError, find_resume_checkpoint,
                                     refuse_fresh_start)
 from lors_det.engine.weights import check_checkpoint
+from lors_det.lors.checks import check_bool
 
 
 def parse_args():
@@ -81,8 +83,6 @@ def parse_args():
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
 
-    if not osp.isfile(args.config):
-        parser.error(f'config file does not exist: {args.config}')
     if args.resume not in (None, 'auto') and '://' not in args.resume \
             and not osp.isfile(args.resume):
         parser.error(f'--resume checkpoint does not exist: {args.resume}')
@@ -127,11 +127,11 @@ def main():
     # Reduce the number of repeated compilations and improve training speed.
     setup_cache_size_limit_of_dynamo()
 
-    # load config
-    cfg = Config.fromfile(args.config)
+    # load config (`lors_det::...` names too; a bad one is one error line)
+    with config_errors(args.config):
+        cfg = load_tool_config(args.config, args.cfg_options)
+        check_bool('resume', cfg.get('resume', False))
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
 
     # work_dir is determined in this priority: CLI > segment in file > filename
     if args.work_dir is not None:
@@ -170,10 +170,11 @@ def main():
     setup_cpu_dist(cfg, args.launcher)  # CPU-only DDP over gloo; GPU: no-op
 
     # build the runner from config
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
+    with config_errors(args.config):
+        if 'runner_type' not in cfg:
+            runner = Runner.from_cfg(cfg)
+        else:
+            runner = RUNNERS.build(cfg)
 
     # Weights that cannot be right stop the run here (non-tensors, NaN/Inf,
     # shape or dtype); resuming also needs every weight of the model
@@ -183,7 +184,7 @@ def main():
     if checkpoint is not None:
         try:
             check_checkpoint(runner.model, checkpoint, cfg.load_from,
-                             require_all=bool(cfg.resume), config=args.config)
+                             require_all=cfg.resume, config=args.config)
         except CheckpointError as e:
             sys.exit(f'error: {e}')
     del checkpoint

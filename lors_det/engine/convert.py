@@ -36,7 +36,8 @@ def convert_checkpoint_file(src: str,
                             config: Optional[str] = None,
                             converter: str = '',
                             log: Callable[[str], None] = print,
-                            force: bool = False) -> dict:
+                            force: bool = False,
+                            model: Optional[nn.Module] = None) -> dict:
     """Load ``src`` (:func:`~lors_det.engine.checkpoint.load_checkpoint_file`:
     no code execution), convert its keys, save ``dict(state_dict, meta)`` to
     ``dst`` atomically and log a summary. ``dst`` may not be ``src`` or
@@ -50,6 +51,8 @@ def convert_checkpoint_file(src: str,
             unexpected keys or shape mismatches raise.
         converter (str): name recorded in ``meta``.
         force (bool): replace an existing ``dst``.
+        model (nn.Module, optional): ``config``'s model, already built
+            (built from ``config`` if None).
 
     Returns:
         dict: the saved checkpoint.
@@ -79,7 +82,8 @@ def convert_checkpoint_file(src: str,
     if kept:
         meta['source_meta'] = kept
     if config is not None:
-        model = build_model(config)
+        if model is None:
+            model = build_model(config)
         check_state_dict(
             model,
             new,

@@ -89,3 +89,75 @@ def test_demo(tmp_path):
         str(tmp_path / 'wd')
     ], tmp_path)
     assert 'rank must be a positive integer' in line, line
+
+
+# ---------------------------------------------------------------------------
+# the other tools that take a config: in-process, their command line in
+# sys.argv (a config error stops them before any checkpoint is read)
+# ---------------------------------------------------------------------------
+def _script(rel):
+    name = os.path.splitext(os.path.basename(rel))[0]
+    folder = os.path.join(TOOLS, os.path.dirname(rel))
+    spec = importlib.util.spec_from_file_location(
+        f'{name}_tool', os.path.join(folder, os.path.basename(rel)))
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, folder)  # lors_to_lors_det imports its neighbour
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)
+    return module
+
+
+def _adamixer_main(module):
+    return module.main('adamixer', module.__doc__, module.__file__)
+
+
+def _lors_main(module):
+    return module.main('lors', module.__doc__, module.__file__)
+
+
+#: tool -> (its argv after CONFIG's place is filled, how to call main)
+TOOL_ARGS = {
+    'train.py': (lambda c, t: [c, '--work-dir', f'{t}/wd'], None),
+    'analysis/get_flops.py': (lambda c, t: [c], None),
+    'analysis/visualize_sampling_points.py':
+    (lambda c, t: [c, f'{t}/x.pth', f'{t}/x.jpg', '--out', f'{t}/o.png'],
+     None),
+    'deployment/pytorch2onnx.py':
+    (lambda c, t: [c, f'{t}/x.pth', f'{t}/o.onnx'], None),
+    'model_converters/lors_merge.py':
+    (lambda c, t: [c, f'{t}/x.pth', f'{t}/o.pth'], None),
+    'model_converters/lorita_compress.py':
+    (lambda c, t: [c, f'{t}/x.pth', f'{t}/o.pth', '--rank', '2'], None),
+    'model_converters/adamixer_to_lors_det.py':
+    (lambda c, t: [f'{t}/x.pth', f'{t}/o.pth', '--config', c],
+     _adamixer_main),
+    'model_converters/lors_to_lors_det.py':
+    (lambda c, t: [f'{t}/x.pth', f'{t}/o.pth', '--config', c], _lors_main),
+}
+
+
+@pytest.mark.parametrize('bad', ['missing_scope', 'bad_option'])
+@pytest.mark.parametrize('tool', sorted(TOOL_ARGS))
+def test_tools_report_a_bad_config_in_one_line(tool, bad, tmp_path,
+                                               monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ('x.pth', 'x.jpg'):  # never read: the config fails first
+        (tmp_path / name).write_bytes(b'not read')
+    if bad == 'missing_scope':
+        config, expected = 'lors_det::nope/x.py', \
+            "error: config 'lors_det::nope/x.py' does not exist"
+    else:
+        config, expected = _bad_config(tmp_path), \
+            'rank must be a positive integer'
+    argv, call = TOOL_ARGS[tool]
+    module = _script(tool)
+    monkeypatch.setattr(sys, 'argv', [tool, *argv(config, tmp_path)])
+    with pytest.raises(SystemExit) as e:
+        (call or (lambda m: m.main()))(module)
+    message = e.value.code
+    assert isinstance(message, str) and message.startswith('error:') and \
+        '\n' not in message, message
+    assert expected in message, message
+    assert not (tmp_path / 'o.pth').exists()

@@ -54,18 +54,16 @@ have no handle.
 """
 import argparse
 import json
-import os.path as osp
-import sys
 from collections import Counter
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
-
 from mmengine.analysis import FlopAnalyzer
 from mmengine.analysis.jit_handles import get_shape
 from mmengine.config import Config, DictAction
 
+from lors_det.engine.config_scope import config_errors, load_tool_config
 from lors_det.engine.tables import text_table
 from lors_det.models.param_counts import build_model
 
@@ -200,8 +198,10 @@ def _params(module: nn.Module) -> int:
 # main analysis
 # ---------------------------------------------------------------------------
 def analyze(cfg: Config, shape=(800, 1333), decoder_only: bool = False,
-            batch_size: int = 1) -> Dict[str, Any]:
-    """FLOPs (MACs) and params of the whole model / its parts.
+            batch_size: int = 1,
+            model: Optional[nn.Module] = None) -> Dict[str, Any]:
+    """FLOPs (MACs) and params of the whole model / its parts (``model``:
+    ``cfg``'s model, already built; built if None).
 
     Returns:
         dict: ``input_shape`` (padded H, W), ``rows`` (list of
@@ -210,7 +210,8 @@ def analyze(cfg: Config, shape=(800, 1333), decoder_only: bool = False,
         and ``decoder_flops`` / ``model_flops`` (ints; model None with
         ``decoder_only``).
     """
-    model = build_model(cfg)
+    if model is None:
+        model = build_model(cfg)
     model.eval()
     h, w = padded_shape(model, *shape)
     torch.manual_seed(0)
@@ -328,12 +329,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not osp.isfile(args.config):
-        sys.exit(f'error: config file does not exist: {args.config}')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    res = analyze(cfg, tuple(args.shape), args.decoder_only, args.batch_size)
+    with config_errors(args.config):
+        cfg = load_tool_config(args.config, args.cfg_options)
+        model = build_model(cfg)
+    res = analyze(cfg, tuple(args.shape), args.decoder_only, args.batch_size,
+                  model)
     try:
         from lors_det.models.param_counts import describe_decoder
         desc = describe_decoder(cfg)

@@ -32,10 +32,11 @@ from typing import Dict, List
 
 import numpy as np
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 import lors_det  # noqa: F401  (registers the plugin's modules)
 from lors_det.engine.checkpoint import CheckpointError
+from lors_det.engine.config_scope import config_errors, load_tool_config
 from lors_det.engine.fileio import check_outputs
 from lors_det.engine.weights import load_weights
 from lors_det.models.layers import make_sample_points, xyzr_to_xyxy
@@ -61,7 +62,7 @@ def parse_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings (k=v)')
     args = parser.parse_args(argv)
-    for name in ('config', 'checkpoint', 'image'):
+    for name in ('checkpoint', 'image'):
         if not osp.isfile(getattr(args, name)):
             parser.error(f'{name} file does not exist: {getattr(args, name)}')
     if args.topk is not None and args.topk <= 0:
@@ -211,14 +212,13 @@ def main(argv=None):
     from mmdet.utils import register_all_modules
 
     register_all_modules()
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    with config_errors(args.config):
+        cfg = load_tool_config(args.config, args.cfg_options)
+        model = init_detector(cfg, None, device='cpu')
     try:
-        check_outputs(dict(OUT=args.out), dict(CONFIG=args.config,
+        check_outputs(dict(OUT=args.out), dict(CONFIG=cfg.filename,
                                                CHECKPOINT=args.checkpoint,
                                                IMAGE=args.image), force=True)
-        model = init_detector(cfg, None, device='cpu')
         meta = load_weights(model, args.checkpoint,
                             config=args.config).get('meta') or {}
     except (ValueError, CheckpointError, OSError) as e:

@@ -24,10 +24,10 @@ import sys
 
 from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
-from mmengine.config import Config
 
 import lors_det  # noqa: F401  (registers the plugin)
 from lors_det.engine.checkpoint import CheckpointError
+from lors_det.engine.config_scope import config_errors, load_tool_config
 from lors_det.engine.fileio import atomic_write_bytes, check_outputs
 from lors_det.engine.weights import load_weights
 
@@ -66,9 +66,8 @@ def main():
     parser.add_argument('--force', action='store_true',
                         help='replace an existing OUT')
     args = parser.parse_args()
-    for path in (args.config, args.checkpoint):
-        if not osp.isfile(path):
-            parser.error(f'file does not exist: {path}')
+    if not osp.isfile(args.checkpoint):
+        parser.error(f'file does not exist: {args.checkpoint}')
     if args.opset < 16:
         parser.error(f'--opset {args.opset}: 16 or later is needed '
                      '(grid_sample is exported from opset 16)')
@@ -91,12 +90,13 @@ def main():
         sizes = [shape]
     batches = [1, 2] if args.dynamic else [1]
     register_all_modules()
+    with config_errors(args.config):
+        cfg = load_tool_config(args.config)
+        model = MODELS.build(cfg.model)
     try:
         check_outputs(dict(OUT=args.out),
-                      dict(CONFIG=args.config, CHECKPOINT=args.checkpoint),
+                      dict(CONFIG=cfg.filename, CHECKPOINT=args.checkpoint),
                       force=args.force)
-        cfg = Config.fromfile(args.config)
-        model = MODELS.build(cfg.model)
         load_weights(model, args.checkpoint, config=args.config)
         model.eval()
         if args.merge_lors:

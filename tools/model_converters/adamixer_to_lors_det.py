@@ -21,7 +21,9 @@ import os.path as osp
 import sys
 
 from lors_det.engine.checkpoint import CheckpointError
+from lors_det.engine.config_scope import config_errors, load_tool_config
 from lors_det.engine.convert import convert_checkpoint_file
+from lors_det.models.param_counts import build_model
 
 
 def main(source: str, doc: str, tool: str) -> None:
@@ -36,9 +38,14 @@ def main(source: str, doc: str, tool: str) -> None:
                         help='replace DST if it exists')
     args = parser.parse_args()
     repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(tool))))
+    config = model = None
+    if args.config is not None:
+        with config_errors(args.config):
+            cfg = load_tool_config(args.config)
+            config, model = cfg.filename, build_model(cfg)
     try:
         convert_checkpoint_file(args.src, args.dst, source,
-                                config=args.config,
+                                config=config, model=model,
                                 converter=osp.relpath(tool, repo),
                                 force=args.force)
     except (ValueError, CheckpointError, OSError) as e:  # incl. bad paths

@@ -27,11 +27,14 @@ import os
 import os.path as osp
 import sys
 
+from lors_det.efficient.lorita_compress import (CompressionReport,
+                                                LoRITaCompressError,
+                                                check_value)
 from lors_det.engine.checkpoint import TRUST_ENV, CheckpointError
+from lors_det.engine.config_scope import config_errors, load_tool_config
 from lors_det.engine.convert import compress_checkpoint
 from lors_det.engine.tables import text_table
-from lors_det.efficient.lorita_compress import (CompressionReport,
-                                           LoRITaCompressError, check_value)
+from lors_det.models.param_counts import build_model
 
 
 def format_report(report: CompressionReport) -> str:
@@ -102,8 +105,6 @@ def parse_args(argv=None):
         check_value(args.method, args.value)
     except LoRITaCompressError as e:
         parser.error(str(e))
-    if not osp.isfile(args.config):
-        parser.error(f'config file does not exist: {args.config}')
     if not osp.isfile(args.checkpoint):
         parser.error(f'checkpoint file does not exist: {args.checkpoint}')
     return args
@@ -113,10 +114,13 @@ def main(argv=None):
     args = parse_args(argv)
     if args.trusted:
         os.environ[TRUST_ENV] = '1'
+    with config_errors(args.config):
+        cfg = load_tool_config(args.config)
+        model = build_model(cfg)
     try:
-        report, _ = compress_checkpoint(args.config, args.checkpoint,
+        report, _ = compress_checkpoint(cfg, args.checkpoint,
                                         args.out, args.method, args.value,
-                                        force=args.force)
+                                        model=model, force=args.force)
     except (ValueError, CheckpointError, OSError) as e:  # incl. bad paths
         sys.exit(f'error: {e}')
     print(format_report(report))

@@ -21,10 +21,10 @@ import sys
 
 from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
-from mmengine.config import Config
 
 import lors_det  # noqa: F401  (registers the plugin)
 from lors_det.engine.checkpoint import CheckpointError
+from lors_det.engine.config_scope import config_errors, load_tool_config
 from lors_det.engine.fileio import (atomic_write_text, check_outputs,
                                     save_checkpoint)
 from lors_det.engine.weights import load_weights
@@ -39,17 +39,17 @@ def main():
     parser.add_argument('--force', action='store_true',
                         help='replace existing outputs')
     args = parser.parse_args()
-    for path in (args.config, args.checkpoint):
-        if not osp.isfile(path):
-            parser.error(f'file does not exist: {path}')
+    if not osp.isfile(args.checkpoint):
+        parser.error(f'file does not exist: {args.checkpoint}')
     out_cfg = osp.splitext(args.out)[0] + '.py'
     register_all_modules()
+    with config_errors(args.config):
+        cfg = load_tool_config(args.config)
+        model = MODELS.build(cfg.model)
     try:
         check_outputs(dict(OUT=args.out, **{'deploy config': out_cfg}),
-                      dict(CONFIG=args.config, CHECKPOINT=args.checkpoint),
+                      dict(CONFIG=cfg.filename, CHECKPOINT=args.checkpoint),
                       force=args.force)
-        cfg = Config.fromfile(args.config)
-        model = MODELS.build(cfg.model)
         load_weights(model, args.checkpoint, config=args.config)
         deploy, state = to_deploy(cfg, model)
         atomic_write_text(out_cfg, deploy.pretty_text)
