@@ -26,6 +26,7 @@ import socket
 import warnings
 from typing import Dict, Optional
 
+import filelock
 import torch
 from mmengine.fileio import LocalBackend, register_backend
 
@@ -195,59 +196,66 @@ def register_atomic_backend() -> None:
 
 class WorkDirLock:
     """``<work_dir>/.lors_det.lock`` held by one live run (see the module
-    docstring). Use as a context manager or ``acquire()``/``release()``."""
+    docstring). Use as a context manager or ``acquire()``/``release()``.
+
+    The lock is :class:`filelock.SoftFileLock` (an exclusively created
+    marker with the holder's pid and host, removed on release; a marker of
+    a dead process on this host is reclaimed), never waited for
+    (``timeout=0``). A marker this class wrote before filelock
+    (``'PID HOST'`` on one line) is read and reclaimed the same way."""
 
     NAME = '.lors_det.lock'
 
     def __init__(self, work_dir: str):
         self.path = osp.join(work_dir, self.NAME)
-        self.held = False
+        self._lock = filelock.SoftFileLock(
+            self.path, timeout=0, is_singleton=False)
+
+    @property
+    def held(self) -> bool:
+        return self._lock.is_locked
 
     def _owner(self):
+        """(pid, host) of the marker; (None, '') if unreadable."""
         try:
             with open(self.path) as f:
-                pid, _, host = f.read().strip().partition(' ')
-            return int(pid), host
-        except (OSError, ValueError):
+                fields = f.read().split()  # 'PID\nHOST\n...' or 'PID HOST'
+            return int(fields[0]), (fields[1] if len(fields) > 1 else '')
+        except (OSError, ValueError, IndexError):
             return None, ''
+
+    def _take_over_dead_holder(self) -> None:
+        pid, host = self._owner()
+        if pid is None or host != socket.gethostname() or pid_alive(pid):
+            return
+        warnings.warn(
+            f"taking over '{self.path}': its process (pid {pid}) no "
+            'longer runs (it was killed or crashed)')
+        try:
+            os.remove(self.path)
+        except FileNotFoundError:  # reclaimed meanwhile
+            pass
 
     def acquire(self) -> None:
         os.makedirs(osp.dirname(self.path), exist_ok=True)
-        me = f'{os.getpid()} {socket.gethostname()}'
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                pid, host = self._owner()
-                if pid is not None and (host != socket.gethostname()
-                                        or pid_alive(pid)):
-                    where = host or 'unknown host'
-                    raise WorkDirBusyError(
-                        f"work_dir '{osp.dirname(self.path)}' is in use by "
-                        f'another run (pid {pid} on {where}, lock file '
-                        f"'{self.path}'): two runs in one work_dir overwrite "
-                        "each other's checkpoints. Use another --work-dir, "
-                        'or wait for that run to end (delete the lock file '
-                        'only if you are sure it is not running).') from None
-                warnings.warn(
-                    f"taking over '{self.path}': its process (pid {pid}) no "
-                    'longer runs (it was killed or crashed)')
-                os.remove(self.path)
-                continue
-            with os.fdopen(fd, 'w') as f:
-                f.write(me)
-            self.held = True
-            return
-        raise WorkDirBusyError(f"could not take the lock '{self.path}'")
+        self._take_over_dead_holder()
+        try:
+            self._lock.acquire()
+        except filelock.Timeout:
+            pid, host = self._owner()
+            holder = f'pid {pid} on {host or "unknown host"}' \
+                if pid is not None else 'holder unknown'
+            raise WorkDirBusyError(
+                f"work_dir '{osp.dirname(self.path)}' is in use by "
+                f"another run ({holder}, lock file '{self.path}'): two "
+                "runs in one work_dir overwrite each other's checkpoints. "
+                'Use another --work-dir, or wait for that run to end '
+                '(delete the lock file only if you are sure it is not '
+                'running).') from None
 
     def release(self) -> None:
         if self.held:
-            self.held = False
-            try:
-                if self._owner()[0] == os.getpid():
-                    os.remove(self.path)
-            except OSError:
-                pass
+            self._lock.release()
 
     def __enter__(self):
         self.acquire()
