@@ -47,6 +47,7 @@ def test_stages_and_mixing_trace_without_graph_breaks(name, train):
             assert _graph_breaks(run_stage, features, xyzr, query) == (0, [])
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(
     strict=True, reason='AdaMixerDecoder.forward hands each stage '
     'functools.partial(self.mixing, stage=i), which dynamo (torch 2.1) '
