@@ -30,7 +30,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import lors_det  # noqa: F401  (populates plugin registries)
-from lors_det.engine.checkpoint import CheckpointError, load_checkpoint_file
+from lors_det.engine.checkpoint import (CheckpointError, load_checkpoint_file,
+                                        read_once)
 from lors_det.engine.config_scope import config_errors, load_tool_config
 from lors_det.engine.dist import setup_cpu_dist
 from lors_det.engine.fileio import WorkDirBusyError, WorkDirLock
@@ -181,16 +182,19 @@ def main():
     # (mmengine would load another architecture partially, with warnings
     # only). load_from without --resume may miss weights (fine-tuning with
     # another head).
-    if checkpoint is not None:
-        try:
-            check_checkpoint(runner.model, checkpoint, cfg.load_from,
-                             require_all=cfg.resume, config=args.config)
-        except CheckpointError as e:
-            sys.exit(f'error: {e}')
-    del checkpoint
-
-    # start training
-    runner.train()
+    if checkpoint is None:
+        runner.train()
+        return
+    try:
+        check_checkpoint(runner.model, checkpoint, cfg.load_from,
+                         require_all=cfg.resume, config=args.config)
+    except CheckpointError as e:
+        sys.exit(f'error: {e}')
+    # the runner loads (or resumes from) the checkpoint read above, not the
+    # file again
+    with read_once(cfg.load_from, checkpoint):
+        del checkpoint
+        runner.train()
 
 
 if __name__ == '__main__':

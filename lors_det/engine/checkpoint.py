@@ -58,7 +58,8 @@ import torch
 __all__ = [
     'CheckpointError', 'UntrustedCheckpointError', 'CheckpointMismatchError',
     'TRUST_ENV', 'trust_from_env', 'load_checkpoint_file',
-    'register_checkpoint_loader', 'NO_WEIGHTS', 'NoPublishedWeightsError'
+    'register_checkpoint_loader', 'NO_WEIGHTS', 'NoPublishedWeightsError',
+    'read_once'
 ]
 
 TRUST_ENV = 'LORS_DET_TRUST_CHECKPOINTS'
@@ -173,8 +174,8 @@ class _RestrictedUnpickler(pickle._Unpickler):
             _RestrictedUnpickler._torch_allowed = _torch_safe_globals()
         if f'{module}.{name}' in _RestrictedUnpickler._torch_allowed:
             return super().find_class(module, name)
-        if module == 'torch' and isinstance(getattr(torch, name, None),
-                                            torch.dtype):
+        if module == 'torch' and isinstance(
+                getattr(torch, name, None), torch.dtype):
             return getattr(torch, name)
         raise _Refused(f'{module}.{name}')
 
@@ -182,9 +183,8 @@ class _RestrictedUnpickler(pickle._Unpickler):
         target = self.stack[-2]
         if not isinstance(target, _buildable_types()) or isinstance(
                 target, type):
-            raise _Refused(
-                f'BUILD (set state) on {type(target).__name__} '
-                f'{getattr(target, "__qualname__", "")}'.rstrip())
+            raise _Refused(f'BUILD (set state) on {type(target).__name__} '
+                           f'{getattr(target, "__qualname__", "")}'.rstrip())
         super().load_build()
 
     dispatch[pickle.BUILD[0]] = load_build
@@ -231,8 +231,7 @@ def _check_container(path: str) -> None:
                 'directory: the end of the file is missing')
         try:
             with zipfile.ZipFile(path) as zf:
-                has_pickle = any(
-                    n.endswith('data.pkl') for n in zf.namelist())
+                has_pickle = any(n.endswith('data.pkl') for n in zf.namelist())
                 bad = zf.testzip() if has_pickle else None
         except (zipfile.BadZipFile, OSError, EOFError, RuntimeError,
                 ValueError) as e:
@@ -251,7 +250,8 @@ def _check_container(path: str) -> None:
             'download?')
 
 
-def load_checkpoint_file(path, map_location='cpu',
+def load_checkpoint_file(path,
+                         map_location='cpu',
                          trusted: Optional[bool] = None):
     """Load a checkpoint file without running code from it.
 
@@ -280,9 +280,11 @@ def load_checkpoint_file(path, map_location='cpu',
             f"checkpoint path '{path}' is a directory, expected a file")
     _check_container(path)
     try:
-        return torch.load(path, map_location=map_location,
-                          pickle_module=_restricted_pickle,
-                          weights_only=False)
+        return torch.load(
+            path,
+            map_location=map_location,
+            pickle_module=_restricted_pickle,
+            weights_only=False)
     except _Refused as e:
         refused = e.what
     except _LOAD_ERRORS as e:
@@ -297,13 +299,58 @@ def load_checkpoint_file(path, map_location='cpu',
         f"loading '{path}' with a full unpickle because it needs "
         f"'{refused}' ({TRUST_ENV} is set): this can run arbitrary code.")
     try:
-        return torch.load(path, map_location=map_location,
-                          weights_only=False)
+        return torch.load(path, map_location=map_location, weights_only=False)
     except _LOAD_ERRORS as e:
         raise _corrupt(path, f'{type(e).__name__}: {e}') from e
 
 
+# checkpoints already read by a tool, served once to mmengine's loader
+_OFFERED: dict = {}
+
+
+def _file_key(path) -> tuple:
+    path = osp.abspath(osp.expanduser(os.fspath(path)))
+    st = os.stat(path)
+    return path, st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def read_once(path, checkpoint) -> '_Offer':
+    """``with read_once(path, checkpoint):`` inside the block, mmengine's
+    next read of ``path`` (``Runner.resume`` / ``load_checkpoint``) gets
+    ``checkpoint`` (already
+    read by :func:`load_checkpoint_file` and checked) instead of reading the
+    file again; a file changed since (size, mtime, inode) is read as usual.
+    Later reads, and reads after the block, read the file.
+
+    ``tools/train.py``: the file is read once, checked, then used by the
+    runner. Only the entry served to mmengine holds the checkpoint (drop the
+    caller's reference inside the block), so it is freed once loaded. The
+    tensors stay on the CPU: mmengine copies them into the model and the
+    optimizer moves its state to the parameters' device.
+    """
+    return _Offer(_file_key(path), checkpoint)
+
+
+class _Offer:
+    """The ``with`` block of :func:`read_once` (it keeps only the key)."""
+
+    def __init__(self, key, checkpoint):
+        self.key = key
+        _OFFERED[key] = checkpoint
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _OFFERED.pop(self.key, None)
+
+
 def _mmengine_local_loader(filename, map_location):
+    if _OFFERED:
+        try:
+            return _OFFERED.pop(_file_key(filename))
+        except (KeyError, OSError):
+            pass
     return load_checkpoint_file(filename, map_location)
 
 

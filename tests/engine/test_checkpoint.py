@@ -23,7 +23,7 @@ from mmengine.runner.checkpoint import _load_checkpoint
 from lors_det.engine.checkpoint import (CheckpointError,
                                         CheckpointMismatchError,
                                         UntrustedCheckpointError,
-                                        load_checkpoint_file,
+                                        load_checkpoint_file, read_once,
                                         register_checkpoint_loader)
 from lors_det.engine.weights import check_checkpoint
 
@@ -92,6 +92,26 @@ def test_registered_loader_makes_mmengine_work_with_weights_only_default(
     register_checkpoint_loader()
     ckpt = _load_checkpoint(mmengine_ckpt, map_location='cpu')
     assert ckpt['meta']['iter'] == CKPT_INTERVAL
+
+
+def test_read_once_serves_the_checkpoint_already_read(tmp_path):
+    """tools/train.py reads a load_from/resume file once: mmengine's loader
+    gets that object, once, and only while the file is unchanged."""
+    path = str(tmp_path / 'a.pth')
+    torch.save({'state_dict': {'w': torch.ones(2)}}, path)
+    read = load_checkpoint_file(path)
+    with read_once(path, read):
+        assert CheckpointLoader.load_checkpoint(path, 'cpu') is read
+        again = CheckpointLoader.load_checkpoint(path, 'cpu')  # the file
+        assert again is not read and torch.equal(again['state_dict']['w'],
+                                                 read['state_dict']['w'])
+    with read_once(path, read):
+        pass
+    assert CheckpointLoader.load_checkpoint(path, 'cpu') is not read
+    with read_once(path, read):
+        torch.save({'state_dict': {'w': torch.zeros(3)}}, path)  # replaced
+        assert CheckpointLoader.load_checkpoint(
+            path, 'cpu')['state_dict']['w'].shape == (3, )
 
 
 # ---------------------------------------------------------------------------
