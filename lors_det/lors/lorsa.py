@@ -157,9 +157,12 @@ class LORSAGenerator(MergeableStack):
         out = []
         for j, (m, n) in enumerate(self.matrix_shapes):
             L = self.left_factors[j][layer].view(G, K, m, r)  # L_ijk
-            R = self.right_factors[j][layer].view(G, K, r, n)  # R_ijk
-            terms = L @ Z.select(-5, j) @ R  # (..., G, K, m_j, n_j)
-            out.append(terms.sum(-3))  # (..., G, m_j, n_j): sum over k
+            R = self.right_factors[j][layer].view(G, K * r, n)  # [R_ij1; ..]
+            LZ = L @ Z.select(-5, j)  # (..., G, K, m_j, r): L_ijk Z_ijk
+            # [L_ij1 Z_ij1 .. L_ijK Z_ijK] (..., G, m_j, K*r) times
+            # [R_ij1; ..; R_ijK]: the sum over k happens inside the product
+            LZ = LZ.transpose(-3, -2).flatten(-2)
+            out.append(LZ @ R)  # (..., G, m_j, n_j)
         return out
 
     def private_matrices(self, query: torch.Tensor,

@@ -48,10 +48,6 @@ def test_stages_and_mixing_trace_without_graph_breaks(name, train):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True, reason='AdaMixerDecoder.forward hands each stage '
-    'functools.partial(self.mixing, stage=i), which dynamo (torch 2.1) '
-    'cannot call: one break per stage; a lambda traces (issue 23)')
 @pytest.mark.parametrize('name', sorted(SYNTHETIC))
 def test_decoder_traces_without_graph_breaks(name):
     decoder, inputs = _decoder_and_inputs(name)

@@ -11,12 +11,13 @@ import torch
 
 def xyzr_to_xyxy(xyzr: torch.Tensor) -> torch.Tensor:
     """(..., 4) xyzr -> (..., 4) x1y1x2y2 in pixels."""
-    scale = 2.0**xyzr[..., 2:3]
-    ratio = 2.0**torch.cat([xyzr[..., 3:4] * -0.5, xyzr[..., 3:4] * 0.5],
-                           dim=-1)
-    wh = scale * ratio
-    xy = xyzr[..., 0:2]
-    return torch.cat([xy - wh * 0.5, xy + wh * 0.5], dim=-1)
+    # unbind/stack rather than slices and cat: torch 2.1's inductor fails
+    # on the backward of the sliced form (same element-wise values)
+    x, y, z, r = xyzr.unbind(-1)
+    scale = 2.0**z
+    w, h = scale * 2.0**(r * -0.5), scale * 2.0**(r * 0.5)
+    return torch.stack([x - w * 0.5, y - h * 0.5, x + w * 0.5, y + h * 0.5],
+                       dim=-1)
 
 
 def xyxy_to_xyzr(xyxy: torch.Tensor) -> torch.Tensor:
@@ -30,9 +31,11 @@ def xyxy_to_xyzr(xyxy: torch.Tensor) -> torch.Tensor:
 
 def refine_xyzr(xyzr: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     """Apply a stage's (dx, dy, dz, dr): xy move by ``delta * 2**z``."""
-    new_xy = xyzr[..., 0:2] + delta[..., 0:2] * (2.0**xyzr[..., 2:3])
-    new_zr = xyzr[..., 2:4] + delta[..., 2:4]
-    return torch.cat([new_xy, new_zr], dim=-1)
+    x, y, z, r = xyzr.unbind(-1)  # unbind/stack: see xyzr_to_xyxy
+    dx, dy, dz, dr = delta.unbind(-1)
+    scale = 2.0**z
+    return torch.stack([x + dx * scale, y + dy * scale, z + dz, r + dr],
+                       dim=-1)
 
 
 def position_embedding(xyzr: torch.Tensor, num_feats: int,

@@ -5,7 +5,6 @@ Modified from the official AdaMixer ``AdaMixerDecoder`` and the LORS
 version of it (https://github.com/MCG-NJU/AdaMixer,
 https://github.com/li-jl16/LORS), re-written for mmdet 3.x.
 """
-from functools import partial
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -136,9 +135,11 @@ class AdaMixerDecoder(BaseModule):
         """
         outputs = []
         for i, stage in enumerate(self.stages):
+            # the stage calls the decoder's one mixing with its index (a
+            # lambda: dynamo traces it, functools.partial breaks the graph)
             cls_score, delta, query = stage(
                 features, self.featmap_strides, xyzr, query,
-                partial(self.mixing, stage=i))
+                lambda x, q, i=i: self.mixing(x, q, i))
             new_xyzr = refine_xyzr(xyzr, delta)
             outputs.append((cls_score, xyzr_to_xyxy(new_xyzr)))
             # boxes are refined stage by stage; gradients do not flow
