@@ -29,8 +29,8 @@ def pytest_configure(config):
         'markers', 'cuda: needs a CUDA GPU (tools/analysis/gpu_check.sh '
         'runs them with -m cuda)')
     config.addinivalue_line(
-        'markers', 'slow: runs a tool or a training in a subprocess '
-        '(`make test-fast` deselects them)')
+        'markers', 'slow: runs a tool or a training in a subprocess, or '
+        'takes more than ~5 s (`make test-fast` deselects them)')
 
 
 # mmengine re-reads all ~300 metafiles of mmdet for every ``mmdet::`` base a

@@ -6,8 +6,8 @@ import subprocess
 import mmcv
 import mmdet
 import mmengine
+import pytest
 import torch
-
 from helpers import REPO_ROOT
 
 INSTALL = os.path.join(REPO_ROOT, 'tools', 'misc', 'install.sh')
@@ -50,6 +50,7 @@ def test_mmcv_source_prefers_the_cache_then_a_prebuilt_folder(tmp_path):
     assert plan(tmp_path, str(prebuilt)) == f'mmcv 2.1.0: cache {cache}'
 
 
+@pytest.mark.slow
 def test_second_make_install_is_a_no_op():
     # `make -q` exits 0 when the install stamp is up to date
     assert subprocess.run(['make', '-q', 'install'], cwd=REPO_ROOT).returncode == 0

@@ -77,6 +77,7 @@ def test_mmengine_finds_the_metafile_entry(name):
     assert meta['Config'] == 'configs/' + name
 
 
+@pytest.mark.slow
 def test_a_non_editable_wheel_ships_every_config(tmp_path):
     """``pip wheel .`` (what a non-editable install builds) carries every
     file of configs/ and model-index.yml under lors_det/.mim, and a
@@ -128,6 +129,7 @@ def test_a_non_editable_wheel_ships_every_config(tmp_path):
     assert out.split() == [str(target / 'lors_det' / '__init__.py'), 'ResNeXt']
 
 
+@pytest.mark.slow
 def test_a_lors_det_base_trains_and_evaluates_in_mmengines_runner(tmp_path):
     """mmengine tags the dicts of a ``lors_det::`` base with
     ``_scope_='lors_det'``; the ``lors_det`` registry scope

@@ -104,6 +104,7 @@ def test_coco_recipe_losses_and_matching_costs():
         assert decoder.stage_loss_weights == [1.0] * n
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', [
     'configs/adamixer/adamixer_x101-dcn_300q_8xb2-crop-ms-480-800-3x_coco.py',
     'configs/lors/adamixer-lors_x101-dcn_300q_8xb2-crop-ms-480-800-3x_coco.py'

@@ -150,6 +150,7 @@ def run_cli(*args):
     return result.stdout
 
 
+@pytest.mark.slow
 def test_cli_skips_unless_forced_or_changed(tmp_path):
     out = str(tmp_path / 'syn')
     args = ['--out', out, '--num-train', '4', '--num-val', '2',
@@ -335,6 +336,7 @@ def test_unknown_preset_is_refused(tmp_path):
     assert not (tmp_path / 'bad').exists()
 
 
+@pytest.mark.slow
 def test_cli_hard_preset(tmp_path):
     out = str(tmp_path / 'hard')
     stdout = run_cli('--out', out, '--preset', 'hard', '--num-train', '2',

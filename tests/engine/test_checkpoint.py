@@ -243,6 +243,7 @@ def test_the_check_neither_copies_nor_changes_the_model(monkeypatch):
 # ---------------------------------------------------------------------------
 # the tools
 # ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_tools_fail_fast_on_truncated_checkpoint(mmengine_ckpt, tiny_config,
                                                  tmp_path):
     bad = str(tmp_path / 'truncated.pth')
@@ -263,6 +264,7 @@ def test_tools_fail_fast_on_truncated_checkpoint(mmengine_ckpt, tiny_config,
         assert 'Traceback' not in proc.stdout
 
 
+@pytest.mark.slow
 def test_test_tool_refuses_checkpoint_of_another_architecture(
         reference_run, tiny_lors_config, tmp_path):
     ckpt = osp.join(reference_run, f'iter_{MAX_ITERS}.pth')

@@ -37,6 +37,7 @@ LOSS_RTOL = 1e-5
 # ---------------------------------------------------------------------------
 # end to end: SIGKILL while saving, then --resume
 # ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_kill_during_checkpoint_write_keeps_previous_checkpoint(
         interrupted_run):
     r = interrupted_run
@@ -55,6 +56,7 @@ def test_kill_during_checkpoint_write_keeps_previous_checkpoint(
         range(1, MAX_ITERS + 1))
 
 
+@pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted_run(interrupted_run,
                                                      reference_run,
                                                      tiny_config):

@@ -127,6 +127,7 @@ def test_trust_variable_no_does_not_trust(tmp_path, monkeypatch):
         assert load_checkpoint_file(path)['args'].lr == 0.1
 
 
+@pytest.mark.slow
 def test_test_tool_follows_its_advice_to_trust(reference_run, tiny_config,
                                                tmp_path):
     """The refusal tells users to set the variable; doing so works."""
@@ -200,6 +201,7 @@ def test_missing_weights_only_refused_when_all_are_required(small_model):
         check_state_dict(small_model, state, 'x.pth')
 
 
+@pytest.mark.slow
 def test_tools_refuse_nan_and_numpy_weights(reference_run, tiny_config,
                                             tmp_path):
     ckpt = load_checkpoint_file(osp.join(reference_run,
@@ -269,6 +271,7 @@ def _converter(name):
     return osp.join(REPO_ROOT, 'tools', 'model_converters', name)
 
 
+@pytest.mark.slow
 def test_converters_never_write_over_their_inputs(reference_run, tiny_config,
                                                   tmp_path):
     import shutil
@@ -333,6 +336,7 @@ def test_resume_choice(tmp_path):
         find_resume_checkpoint(str(tmp_path), logs.append)
 
 
+@pytest.mark.slow
 def test_fresh_start_over_checkpoints_is_refused(tmp_path, tiny_config):
     refuse_fresh_start(str(tmp_path))  # empty: fine
     _fake_ckpt(tmp_path / 'iter_2.pth', 2)
@@ -345,6 +349,7 @@ def test_fresh_start_over_checkpoints_is_refused(tmp_path, tiny_config):
     assert (tmp_path / 'iter_2.pth').stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_resume_without_last_checkpoint_continues_from_the_newest(
         reference_run, tiny_config, tmp_path):
     import shutil
@@ -363,6 +368,7 @@ def test_resume_without_last_checkpoint_continues_from_the_newest(
         assert (work_dir / f).read_bytes() == data, f
 
 
+@pytest.mark.slow
 def test_work_dir_lock(tmp_path):
     with WorkDirLock(str(tmp_path)) as lock:
         assert osp.isfile(lock.path)
@@ -380,6 +386,7 @@ def test_work_dir_lock(tmp_path):
             pass
 
 
+@pytest.mark.slow
 def test_second_run_in_a_live_work_dir_refuses_to_start(tmp_path,
                                                         tiny_config):
     import socket
@@ -392,6 +399,7 @@ def test_second_run_in_a_live_work_dir_refuses_to_start(tmp_path,
     assert sorted(os.listdir(tmp_path)) == [WorkDirLock.NAME]
 
 
+@pytest.mark.slow
 def test_amp_without_cuda_is_one_clear_line(tmp_path, tiny_config):
     if torch.cuda.is_available():
         pytest.skip('this machine has CUDA: --amp is valid here')
@@ -402,6 +410,7 @@ def test_amp_without_cuda_is_one_clear_line(tmp_path, tiny_config):
     assert 'Traceback' not in proc.stdout
 
 
+@pytest.mark.slow
 def test_checkpoint_hook_leaves_a_live_runs_partial_file(tmp_path):
     """Two runs in one work_dir: the second must not delete the partial
     checkpoint the first is writing (only those of dead processes)."""

@@ -79,6 +79,7 @@ def test_merge_lors_needs_lors_and_test_cfg_switch_is_gone():
         MODELS.build(cfg.model)
 
 
+@pytest.mark.slow
 def test_lors_merge_converter(tmp_path):
     model = randomised_lors_model()
     ckpt = tmp_path / 'lors.pth'

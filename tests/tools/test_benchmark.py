@@ -40,6 +40,7 @@ def test_rounds_combine_to_medians_and_per_round_ratios():
     assert b['train']['peak_mb'] == 18.0
 
 
+@pytest.mark.slow
 def test_benchmark_json_reports_every_phase_and_the_merged_variant():
     cfg = SYNTHETIC['lors']
     out = subprocess.run(
@@ -64,6 +65,7 @@ def test_benchmark_json_reports_every_phase_and_the_merged_variant():
         assert 0 <= extra < 4 * 1000
 
 
+@pytest.mark.slow
 def test_benchmark_rejects_a_missing_config_and_zero_rounds():
     out = subprocess.run(
         [sys.executable, 'tools/analysis/benchmark.py', 'nope.py'],
@@ -75,6 +77,7 @@ def test_benchmark_rejects_a_missing_config_and_zero_rounds():
     assert out.returncode != 0 and '--rounds' in out.stderr
 
 
+@pytest.mark.slow
 def test_mixing_mode_times_one_mixing_call_per_stage():
     """``--mixing STAGE``: the three phases of one mixing call, the stage
     and its K, and the parameters of the mixing module, not the decoder."""

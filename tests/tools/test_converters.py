@@ -302,6 +302,7 @@ def official_lors_mixing(sd, i, x, query):
 # ---------------------------------------------------------------------------
 # tests
 # ---------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize('kind', ['adamixer', 'lors'])
 def test_round_trip_through_cli(tmp_path, kind):
     model, official, src = make_checkpoint(tmp_path, kind)
@@ -371,6 +372,7 @@ def test_mixing_layout_matches_official_math(kind):
                     ours, fresh.decoder.mixing(x, query, stage=0))
 
 
+@pytest.mark.slow
 def test_unknown_key_is_named(tmp_path):
     model = build_model(CONFIGS['adamixer'])
     official = to_official(model.state_dict(), lors=False)
@@ -434,6 +436,7 @@ def test_missing_keys_reported(tmp_path):
     assert 'WARNING: 2 target key(s) missing' in '\n'.join(lines)
 
 
+@pytest.mark.slow
 def test_shape_mismatch_with_config_is_an_error(tmp_path):
     model = build_model(CONFIGS['lors'])
     official = to_official(model.state_dict(), lors=True)

@@ -272,6 +272,7 @@ def _run(*args):
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_json():
     proc = _run(LORS, '--json')
     assert proc.returncode == 0, proc.stderr
@@ -293,6 +294,7 @@ def test_cli_json():
     assert data['decoder_private'] == e['private']
 
 
+@pytest.mark.slow
 def test_cli_text():
     proc = _run(LORS)
     assert proc.returncode == 0, proc.stderr
@@ -308,6 +310,7 @@ def test_cli_text():
     assert f'{expected_decoder(SPECS[LORS])["total"]:,}' in out
 
 
+@pytest.mark.slow
 def test_a_model_that_is_not_adamixer_is_refused_by_name():
     """LORSWrapper configs have no AdaMixer components to count: the tool
     says so and where their counts are, instead of an AttributeError."""

@@ -54,6 +54,7 @@ def demo_dir(tmp_path_factory):
     return str(work_dir), out
 
 
+@pytest.mark.slow
 def test_demo_quick_outputs(demo_dir):
     work_dir, out = demo_dir
     with open(osp.join(work_dir, 'results.json')) as f:
@@ -95,6 +96,7 @@ def test_demo_quick_outputs(demo_dir):
     assert 'eta:' in out
 
 
+@pytest.mark.slow
 def test_demo_missing_config(tmp_path):
     code, out = _run([sys.executable, DEMO, '--quick', '--config',
                       str(tmp_path / 'nope.py'), '--work-dir',
@@ -172,6 +174,7 @@ def _write_scalars(run_dir, records):
         f.write(''.join(json.dumps(r) + '\n' for r in records))
 
 
+@pytest.mark.slow
 def test_plot_curves_writes_png(tmp_path):
     train = [{'lr': 1e-4, 'loss': 9.0 - i, 's5.loss_cls': 1.0 / (i + 1),
               's5.loss_bbox': 2.0, 's5.loss_iou': 0.5, 'iter': 10 * (i + 1),
@@ -186,6 +189,7 @@ def test_plot_curves_writes_png(tmp_path):
     assert '3 train and 2 val records' in out
 
 
+@pytest.mark.slow
 def test_plot_curves_missing_scalars(tmp_path):
     code, out = _run([sys.executable, PLOT_CURVES, str(tmp_path), '--out',
                       str(tmp_path / 'c.png')], check=False)
@@ -197,6 +201,7 @@ def test_plot_curves_missing_scalars(tmp_path):
 # ---------------------------------------------------------------------------
 # tools/analysis/visualize_sampling_points.py
 # ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_visualize_sampling_points_lors(demo_dir, tmp_path):
     work_dir, _ = demo_dir
     ckpts = [f for f in os.listdir(work_dir) if f.endswith('.pth')]
@@ -210,6 +215,7 @@ def test_visualize_sampling_points_lors(demo_dir, tmp_path):
     assert log.count('query ') == 2
 
 
+@pytest.mark.slow
 def test_visualize_sampling_points_plain(tmp_path):
     """Plain AdaMixer, one query, with an untrained (initialised) model."""
     import lors_det  # noqa: F401
@@ -228,6 +234,7 @@ def test_visualize_sampling_points_plain(tmp_path):
     assert 'query 3:' in log
 
 
+@pytest.mark.slow
 def test_visualize_sampling_points_bad_query(tmp_path):
     code, log = _run([sys.executable, VIS, PLAIN_CFG, str(tmp_path / 'x'),
                       str(tmp_path / 'y.png')], check=False)
@@ -244,6 +251,7 @@ def _decoder_flops(*args):
     return int(m.group(1)), out
 
 
+@pytest.mark.slow
 def test_get_flops_decoder_changes_with_p_in():
     base = ['--decoder-only', '--shape', '128', '128']
     flops_16, out = _decoder_flops(LORS_CFG, *base)
@@ -255,6 +263,7 @@ def test_get_flops_decoder_changes_with_p_in():
     assert flops_32 > flops_16
 
 
+@pytest.mark.slow
 def test_get_flops_whole_model_small_input():
     flops, out = _decoder_flops(PLAIN_CFG, '--shape', '96', '128')
     assert flops > 0

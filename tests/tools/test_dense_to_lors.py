@@ -42,6 +42,7 @@ def quiet(*_):
     pass
 
 
+@pytest.mark.slow
 def test_cli_converts_reports_and_the_output_loads(dense_ckpt, tmp_path):
     out = str(tmp_path / 'lors.pth')
     res = run([sys.executable, TOOL, DENSE, dense_ckpt, LORS, out])
@@ -70,6 +71,7 @@ def test_cli_converts_reports_and_the_output_loads(dense_ckpt, tmp_path):
         assert last.startswith('error: ') and msg in last
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_checkpoint_of_another_config(dense_ckpt, tmp_path):
     lors_ckpt = str(tmp_path / 'lors_trained.pth')
     torch.save(dict(state_dict=build_model(LORS).state_dict()), lors_ckpt)
@@ -81,6 +83,7 @@ def test_cli_refuses_a_checkpoint_of_another_config(dense_ckpt, tmp_path):
     assert not osp.exists(tmp_path / 'o.pth')
 
 
+@pytest.mark.slow
 def test_energy_picks_ranks_and_writes_their_config(dense_ckpt, tmp_path):
     out = str(tmp_path / 'e.pth')
     result = convert_dense_checkpoint(DENSE, dense_ckpt, LORS, out,

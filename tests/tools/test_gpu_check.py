@@ -11,6 +11,7 @@ from helpers import REPO_ROOT, run
 SCRIPT = osp.join(REPO_ROOT, 'tools', 'analysis', 'gpu_check.sh')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('args, message', [
     (['--bogus'], "unknown argument '--bogus'"),
     (['--device', 'tpu'], "--device must be cuda or cpu, got 'tpu'"),
@@ -24,6 +25,7 @@ def test_bad_arguments_exit_2_with_the_reason(args, message, tmp_path):
                                       '--out DIR' in proc.stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason='a GPU is visible')
 def test_cuda_without_a_gpu_is_refused_before_any_step(tmp_path):
     proc = run(['bash', SCRIPT, '--out', str(tmp_path / 'out')], check=False)
@@ -32,6 +34,7 @@ def test_cuda_without_a_gpu_is_refused_before_any_step(tmp_path):
     assert not (tmp_path / 'out').exists()
 
 
+@pytest.mark.slow
 def test_cpu_dry_run_passes_every_step_and_never_overwrites(tmp_path):
     out = tmp_path / 'check'
     proc = run(['bash', SCRIPT, '--device', 'cpu', '--quick', '--iters', '2',

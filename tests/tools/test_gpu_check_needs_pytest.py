@@ -5,11 +5,13 @@ import os.path as osp
 import subprocess
 import sys
 
+import pytest
 from helpers import REPO_ROOT
 
 SCRIPT = osp.join(REPO_ROOT, 'tools', 'analysis', 'gpu_check.sh')
 
 
+@pytest.mark.slow
 def test_missing_pytest_is_named_before_any_step(tmp_path):
     # a Python whose `import pytest` fails (a stub module raising)
     stub = tmp_path / 'stub'

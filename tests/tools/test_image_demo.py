@@ -5,16 +5,17 @@ import os.path as osp
 import sys
 
 import numpy as np
+import pytest
 import torch
-
-from helpers import LORS_CFG, SYNTHETIC, build_model
-from helpers import REPO_ROOT, run
+from helpers import LORS_CFG, REPO_ROOT, SYNTHETIC, build_model, run
 
 DEMO = osp.join(REPO_ROOT, 'demo', 'image_demo.py')
 
 
+@pytest.mark.slow
 def test_image_demo_writes_detections(tmp_path):
     import cv2
+
     from lors_det.engine.fileio import save_checkpoint
     torch.manual_seed(0)
     model = build_model(SYNTHETIC['lors'])

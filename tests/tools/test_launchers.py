@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from helpers import REPO_ROOT
 
 FIND_PYTHON = os.path.join(REPO_ROOT, 'tools', 'find_python.sh')
@@ -24,11 +25,13 @@ def _pythonpath(python, tmp_path):
     return out.stdout.strip()
 
 
+@pytest.mark.slow
 def test_installed_lors_det_is_not_shadowed(tmp_path):
     # this venv imports lors_det (installed, here editable)
     assert _pythonpath(sys.executable, tmp_path) == '[]'
 
 
+@pytest.mark.slow
 def test_clone_is_added_when_lors_det_is_not_installed(tmp_path):
     # a Python that cannot import lors_det: the clone is how it finds it
     bare = tmp_path / 'python'

@@ -325,6 +325,7 @@ def test_checkpoint_not_matching_config(lorita_ckpt, shared_model,
 # ---------------------------------------------------------------------------
 # (d) CLI end to end, then tools/test.py with the same config
 # ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_then_test_tool(lorita_ckpt, tiny_data, tmp_path):
     ckpt, _, _ = lorita_ckpt
     out = str(tmp_path / 'compressed.pth')
@@ -354,6 +355,7 @@ def test_cli_then_test_tool(lorita_ckpt, tiny_data, tmp_path):
         <= 1.0
 
 
+@pytest.mark.slow
 def test_cli_errors(tmp_path, lorita_ckpt):
     ckpt, _, _ = lorita_ckpt
     out = str(tmp_path / 'x.pth')

@@ -43,6 +43,7 @@ def test_query_generator_from_sizes_equals_metas():
     assert torch.equal(xyzr, xyzr2) and torch.equal(content, content2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('merge,opset', [(False, 16), (True, 17)])
 def test_dynamic_export_verifies(checkpoint, tmp_path, merge, opset):
     out = str(tmp_path / 'model.onnx')
@@ -64,6 +65,7 @@ def test_dynamic_export_verifies(checkpoint, tmp_path, merge, opset):
     assert osp.getsize(out) > 0
 
 
+@pytest.mark.slow
 def test_refuses_old_opset_and_writing_over_the_checkpoint(checkpoint):
     base = [sys.executable, TOOL, LORS_CFG, checkpoint]
     result = run([*base, '/tmp/unused.onnx', '--opset', '15'], check=False)

@@ -86,6 +86,7 @@ def test_summary_pairs_by_seed(tool):
     assert '+1.0 [+1.0, +1.0]' in table
 
 
+@pytest.mark.slow
 def test_quick_study_end_to_end(tmp_path):
     work_dir, data = tmp_path / 'study', tmp_path / 'data'
     cmd = [

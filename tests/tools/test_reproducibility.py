@@ -10,10 +10,13 @@ config and seed, so bit-identical losses show that nothing outside the seed
 """
 import os.path as osp
 
-from lors_det.engine.checkpoint import load_checkpoint_file
+import pytest
 from helpers import CKPT_INTERVAL, MAX_ITERS, losses_by_run
 
+from lors_det.engine.checkpoint import load_checkpoint_file
 
+
+@pytest.mark.slow
 def test_same_seed_gives_identical_losses(reference_run, interrupted_run):
     a = losses_by_run(reference_run)[0]
     b = losses_by_run(interrupted_run['work_dir'])[0]
@@ -22,6 +25,7 @@ def test_same_seed_gives_identical_losses(reference_run, interrupted_run):
         assert a[it] == b[it], it  # exact equality, every loss term
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_checkpoints(reference_run,
                                                interrupted_run):
     name = f'iter_{CKPT_INTERVAL}.pth'

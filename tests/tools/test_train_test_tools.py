@@ -174,6 +174,7 @@ def trained(train_config, tmp_path_factory):
     return work_dir
 
 
+@pytest.mark.slow
 def test_train_then_test(train_config, trained, tmp_path):
     for it in range(CKPT_INTERVAL, MAX_ITERS + 1, CKPT_INTERVAL):
         assert osp.isfile(osp.join(trained, f'iter_{it}.pth'))
@@ -217,6 +218,7 @@ def test_train_then_test(train_config, trained, tmp_path):
                                        rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_resume_auto(train_config, trained, tmp_path):
     """Resume from the mid-run checkpoint == the uninterrupted run."""
     # Simulate a run interrupted right after saving iter_{CKPT_INTERVAL}:
@@ -295,6 +297,7 @@ class RankDumpHook(Hook):
 '''
 
 
+@pytest.mark.slow
 def test_dist_train_cpu_two_ranks(train_config, tmp_path):
     hook_dir = tmp_path / 'hook'
     hook_dir.mkdir()
@@ -348,6 +351,7 @@ def test_dist_train_cpu_two_ranks(train_config, tmp_path):
     assert logs and 'coco/bbox_mAP' in open(logs[0]).read()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('tool', ['train', 'test'])
 def test_missing_config(tool, tmp_path):
     missing = str(tmp_path / 'no_such_config.py')
@@ -359,6 +363,7 @@ def test_missing_config(tool, tmp_path):
     assert 'does not exist' in proc.stdout
 
 
+@pytest.mark.slow
 def test_missing_checkpoint(train_config, tmp_path):
     missing = str(tmp_path / 'no_such_checkpoint.pth')
     proc = _run([sys.executable, TEST, train_config, missing], check=False)
@@ -367,6 +372,7 @@ def test_missing_checkpoint(train_config, tmp_path):
     assert 'checkpoint' in proc.stdout and 'does not exist' in proc.stdout
 
 
+@pytest.mark.slow
 def test_resume_from_another_architecture_is_refused(train_config, tmp_path):
     """``--resume`` with an AdaMixer checkpoint into the AdaMixer+LORS config
     stops before training, naming the file, instead of loading part of it."""
@@ -382,6 +388,7 @@ def test_resume_from_another_architecture_is_refused(train_config, tmp_path):
     assert not glob.glob(str(work_dir / '*.pth'))  # nothing trained
 
 
+@pytest.mark.slow
 def test_merge_lors_on_a_config_without_lors_warns(train_config, tmp_path):
     """``--merge-lors`` on a plain AdaMixer config has nothing to fold: a
     warning naming the config, then the usual evaluation."""

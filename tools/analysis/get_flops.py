@@ -31,16 +31,14 @@ What is counted:
   once per pyramid level (mmengine's default handle);
 * batch / group / layer norm (mmengine's estimates: 2 to 5 per element,
   including the parameter-free LN inside the mixing);
-* the LORS kernels: LORST's ``_LowRankResidualLinear`` autograd Function
-  (traced as ``prim::PythonOp``; ``x W^T + (x A^T) B^T``: rows x (in x out +
-  in x K*r + K*r x out)) and LORSA's ``aten::baddbmm`` (shared matrices +
-  ``L Z @ R``), both with handles here.
+* LORST and LORSA are plain ``linear`` and ``matmul`` ops (``x A^T``,
+  ``(x A^T) B^T``, ``L Z``, ``[L Z] [R]``), counted by the handles above.
 
 Checked against ``torch.profiler(with_flops=True)`` (its mm / addmm / bmm /
 baddbmm FLOPs halved to MACs) on the decoder at 800 x 1333, batch 1
 (tests/tools/test_get_flops_profiler.py does the same on the tiny configs):
 ``configs/lors/adamixer-lors_r50_8xb2-1x_coco.py`` 17.920 G here vs 17.640 G
-(+1.6%; without the two LORS handles: 11.785 G),
+(+1.6%),
 ``configs/adamixer/adamixer_r50_8xb2-1x_coco.py`` 12.159 G vs 11.978 G
 (+1.5%). The difference is what the profiler does not count: layer norms and
 ``grid_sample`` (0.28 G for LORS, 0.18 G for AdaMixer).
@@ -103,31 +101,9 @@ def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     return batch * L * S * E + batch * L * S * Ev
 
 
-def baddbmm_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
-    """``input + b1 @ b2`` (LORSA: shared matrices + L Z @ R): (n, m, k) x
-    (n, k, p) -> n * m * k * p MACs (the add is element-wise)."""
-    b1, b2 = get_shape(inputs[1]), get_shape(inputs[2])
-    n, m, k = b1
-    return n * m * k * b2[-1]
-
-
-def lorst_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
-    """LORST's ``_LowRankResidualLinear`` (``x W^T + (x A^T) B^T + b``,
-    traced as one ``prim::PythonOp``): x (rows, in), W (out, in),
-    A (K*r, in), B (out, K*r) -> rows * (in * out + in * K*r + K*r * out)
-    MACs."""
-    x, weight, A = (get_shape(v) for v in inputs[:3])
-    rows, in_features = x
-    out_features, Kr = weight[0], A[0]
-    return rows * (in_features * out_features + in_features * Kr +
-                   Kr * out_features)
-
-
 EXTRA_HANDLES = {
     'aten::matmul': matmul_flop_jit,
     'aten::scaled_dot_product_attention': sdpa_flop_jit,
-    'aten::baddbmm': baddbmm_flop_jit,
-    'prim::PythonOp._LowRankResidualLinear': lorst_flop_jit,
 }
 
 
