@@ -23,15 +23,19 @@ from lors_det.engine.checkpoint import CheckpointError
 from lors_det.engine.weights import load_weights
 
 
-def build_inferencer(config: str, weights: str, device: str = 'cpu',
+def build_inferencer(config: str,
+                     weights: str,
+                     device: str = 'cpu',
                      merge_lors: bool = False) -> DetInferencer:
     """A ``DetInferencer`` with ``weights`` loaded through our reader."""
     with warnings.catch_warnings():
         # it warns that no checkpoint is loaded: we load it just below
-        warnings.filterwarnings('ignore', message='.*(Checkpoint is not '
-                                'loaded|weights is None).*')
-        inferencer = DetInferencer(model=config, weights=None, device=device,
-                                   show_progress=False)
+        warnings.filterwarnings(
+            'ignore',
+            message='.*(Checkpoint is not '
+            'loaded|weights is None).*')
+        inferencer = DetInferencer(
+            model=config, weights=None, device=device, show_progress=False)
     model = inferencer.model
     checkpoint = load_weights(model, weights, config=config)
     meta = (checkpoint.get('meta') or {}).get('dataset_meta')
@@ -56,8 +60,10 @@ def main():
     parser.add_argument('--out-dir', default='outputs')
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--score-thr', type=float, default=0.3)
-    parser.add_argument('--merge-lors', action='store_true',
-                        help='fold LORS into dense per-stage weights')
+    parser.add_argument(
+        '--merge-lors',
+        action='store_true',
+        help='fold LORS into dense per-stage weights')
     args = parser.parse_args()
     for path in (args.image, args.config, args.weights):
         if not osp.exists(path):
@@ -67,8 +73,11 @@ def main():
                                       args.merge_lors)
     except (ValueError, CheckpointError, OSError) as e:
         sys.exit(f'error: {e}')
-    inferencer(args.image, out_dir=args.out_dir, pred_score_thr=args.score_thr,
-               no_save_pred=False)
+    inferencer(
+        args.image,
+        out_dir=args.out_dir,
+        pred_score_thr=args.score_thr,
+        no_save_pred=False)
     print(f'results in {args.out_dir}/vis and {args.out_dir}/preds')
 
 

@@ -24,8 +24,11 @@ def _child(parent: Registry) -> Registry:
     # import this package (its modules) and the parent's modules on first
     # use, as mmdet's registries import theirs; ``_locations`` is where
     # mmengine keeps a registry's import locations
-    return Registry(parent.name, parent=parent, scope=SCOPE,
-                    locations=['lors_det', *parent._locations])
+    return Registry(
+        parent.name,
+        parent=parent,
+        scope=SCOPE,
+        locations=['lors_det', *parent._locations])
 
 
 RUNNERS = _child(mmdet.RUNNERS)

@@ -13,13 +13,12 @@ import sys
 
 import pytest
 import torch
+from helpers import (CKPT_INTERVAL, MAX_ITERS, SYNTHETIC, TRAIN, build_model,
+                     finish, popen, run, tool_env, wait_for, write_tiny_config)
 from mmdet.utils import register_all_modules
 from mmengine.config import utils as config_utils
 
 import lors_det  # noqa: F401  (registers the plugin)
-from helpers import (CKPT_INTERVAL, MAX_ITERS, SYNTHETIC, TRAIN, build_model,
-                     finish, popen, run, tool_env, wait_for,
-                     write_tiny_config)
 
 register_all_modules(init_default_scope=True)
 
@@ -130,8 +129,8 @@ def tiny_config(synthetic_root, tmp_path_factory):
 def tiny_lors_config(synthetic_root, tmp_path_factory):
     """The tiny AdaMixer+LORS config (derived from the shipped one)."""
     d = tmp_path_factory.mktemp('tiny_cfg_lors')
-    return write_tiny_config(d / 'tiny_adamixer_lors.py', synthetic_root,
-                             lors=True)
+    return write_tiny_config(
+        d / 'tiny_adamixer_lors.py', synthetic_root, lors=True)
 
 
 @pytest.fixture(scope='session')

@@ -51,8 +51,7 @@ def build_model(rel_path: str, **decoder_overrides):
     return MODELS.build(cfg.model)
 
 
-def make_batch(num_images=2, size=64, num_gts=(2, 0), num_classes=3,
-               seed=0):
+def make_batch(num_images=2, size=64, num_gts=(2, 0), num_classes=3, seed=0):
     """Random images with random boxes; ``num_gts[i]`` objects in image i."""
     g = torch.Generator().manual_seed(seed)
     inputs = torch.randn(num_images, 3, size, size, generator=g)
@@ -61,10 +60,13 @@ def make_batch(num_images=2, size=64, num_gts=(2, 0), num_classes=3,
         n = num_gts[i % len(num_gts)]
         xy = torch.rand(n, 2, generator=g) * size * 0.6
         wh = torch.rand(n, 2, generator=g) * size * 0.3 + 4
-        sample = DetDataSample(metainfo=dict(
-            img_shape=(size, size), ori_shape=(size * 2, size * 2),
-            pad_shape=(size, size), scale_factor=(0.5, 0.5),
-            batch_input_shape=(size, size)))
+        sample = DetDataSample(
+            metainfo=dict(
+                img_shape=(size, size),
+                ori_shape=(size * 2, size * 2),
+                pad_shape=(size, size),
+                scale_factor=(0.5, 0.5),
+                batch_input_shape=(size, size)))
         sample.gt_instances = InstanceData(
             bboxes=torch.cat([xy, xy + wh], dim=1),
             labels=torch.randint(0, num_classes, (n, ), generator=g))
@@ -141,7 +143,6 @@ randomness = dict(seed=0, deterministic=True)
 LORS_MIXING = (",\n    mixing=dict(lorsa=dict(rank=8, num_factors=[1, 2]), "
                "lorst=dict(rank=4, num_factors=1))")
 
-
 NO_VALIDATION = """val_dataloader = None
 val_cfg = None
 val_evaluator = None
@@ -154,8 +155,13 @@ train_cfg = dict(_delete_=True, type='IterBasedTrainLoop',
                  max_iters={max_iters}, val_interval={max_iters})"""
 
 
-def write_tiny_config(path, data_root, lors=False, max_iters=MAX_ITERS,
-                      ckpt_interval=CKPT_INTERVAL, validate=False, extra=''):
+def write_tiny_config(path,
+                      data_root,
+                      lors=False,
+                      max_iters=MAX_ITERS,
+                      ckpt_interval=CKPT_INTERVAL,
+                      validate=False,
+                      extra=''):
     """Write the tiny config (see ``TINY_CFG``) to ``path``; returns the
     path. ``validate``: one COCO validation after the last iteration."""
     validation = FINAL_VALIDATION if validate else NO_VALIDATION
@@ -188,12 +194,19 @@ def tool_env(extra_pythonpath=()) -> dict:
 
 
 def popen(cmd, env=None) -> subprocess.Popen:
-    return subprocess.Popen(cmd, cwd=REPO_ROOT, env=env or tool_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO_ROOT,
+        env=env or tool_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True)
 
 
-def finish(proc: subprocess.Popen, cmd, check=True,
+def finish(proc: subprocess.Popen,
+           cmd,
+           check=True,
            timeout=TIMEOUT_S) -> subprocess.CompletedProcess:
     """Wait for a :func:`popen` process; fail the test on timeout or, with
     ``check``, on a non-zero exit, showing the output's tail."""
@@ -208,7 +221,9 @@ def finish(proc: subprocess.Popen, cmd, check=True,
     return subprocess.CompletedProcess(cmd, proc.returncode, out)
 
 
-def run(cmd, env=None, check=True,
+def run(cmd,
+        env=None,
+        check=True,
         timeout=TIMEOUT_S) -> subprocess.CompletedProcess:
     return finish(popen(cmd, env), cmd, check=check, timeout=timeout)
 

@@ -15,10 +15,16 @@ WHEEL = 'mmcv-2.1.0-cp311-cp311-linux_x86_64.whl'
 
 
 def plan(tmp_path, prebuilt=''):
-    env = dict(os.environ, LORS_DET_CACHE=str(tmp_path / 'cache'),
-               LORS_DET_PREBUILT_WHEELS=prebuilt)
-    out = subprocess.run(['bash', INSTALL, '--plan'], env=env, cwd=REPO_ROOT,
-                         capture_output=True, text=True, check=True)
+    env = dict(
+        os.environ,
+        LORS_DET_CACHE=str(tmp_path / 'cache'),
+        LORS_DET_PREBUILT_WHEELS=prebuilt)
+    out = subprocess.run(['bash', INSTALL, '--plan'],
+                         env=env,
+                         cwd=REPO_ROOT,
+                         capture_output=True,
+                         text=True,
+                         check=True)
     return out.stdout.strip()
 
 
@@ -53,4 +59,5 @@ def test_mmcv_source_prefers_the_cache_then_a_prebuilt_folder(tmp_path):
 @pytest.mark.slow
 def test_second_make_install_is_a_no_op():
     # `make -q` exits 0 when the install stamp is up to date
-    assert subprocess.run(['make', '-q', 'install'], cwd=REPO_ROOT).returncode == 0
+    assert subprocess.run(['make', '-q', 'install'],
+                          cwd=REPO_ROOT).returncode == 0

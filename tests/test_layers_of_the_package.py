@@ -45,8 +45,9 @@ def imports(path):
 
 def _files(sub):
     root = osp.join(PKG, sub)
-    return sorted(osp.join(d, f) for d, _, fs in os.walk(root) for f in fs
-                  if f.endswith('.py'))
+    return sorted(
+        osp.join(d, f) for d, _, fs in os.walk(root) for f in fs
+        if f.endswith('.py'))
 
 
 def _ids(path):
@@ -61,8 +62,8 @@ ALLOWED = {
 }
 
 
-@pytest.mark.parametrize('path', _files('lors') + _files('efficient'),
-                         ids=_ids)
+@pytest.mark.parametrize(
+    'path', _files('lors') + _files('efficient'), ids=_ids)
 def test_building_blocks_import_only_torch_and_each_other(path):
     own = 'lors_det.' + osp.relpath(path, PKG).split(os.sep)[0]
     allowed = (own, *ALLOWED[own.split('.')[1]])
@@ -88,8 +89,9 @@ def test_no_private_names_across_packages(path):
         if not module.startswith('lors_det.') or \
                 module.split('.')[:2] == own:
             continue
-        private = [n for n in names
-                   if n.startswith('_') and not n.endswith('__')]
+        private = [
+            n for n in names if n.startswith('_') and not n.endswith('__')
+        ]
         assert not private, f'{path} imports private {private} of {module}'
 
 

@@ -14,9 +14,7 @@ import subprocess
 import sys
 
 import pytest
-
-from helpers import (LORS_MIXING, NO_VALIDATION, REPO_ROOT, TINY_CFG,
-                     TIMEOUT_S)
+from helpers import LORS_MIXING, NO_VALIDATION, REPO_ROOT, TIMEOUT_S, TINY_CFG
 
 REQ = osp.join(REPO_ROOT, 'requirements')
 
@@ -65,10 +63,12 @@ def test_every_requirements_file_is_constrained():
                  'opencv-python'):
         assert name in pins, name
     assert pins['numpy'] == 'numpy<2' and pins['torch'] == 'torch==2.1.2'
-    names = sorted(n for n in os.listdir(REQ)
-                   if n.endswith('.txt') and n != 'constraints.txt')
-    assert {'build.txt', 'runtime.txt', 'tests.txt', 'mminstall.txt',
-            'lint.txt'} <= set(names)
+    names = sorted(
+        n for n in os.listdir(REQ)
+        if n.endswith('.txt') and n != 'constraints.txt')
+    assert {
+        'build.txt', 'runtime.txt', 'tests.txt', 'mminstall.txt', 'lint.txt'
+    } <= set(names)
     for name in names:
         with open(osp.join(REQ, name)) as f:
             assert '-c constraints.txt' in f.read().splitlines(), name

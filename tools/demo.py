@@ -23,6 +23,7 @@ import sys
 import time
 
 import torch
+from mmdet.utils import register_all_modules
 from mmengine.config import Config
 from mmengine.runner import Runner
 
@@ -33,7 +34,6 @@ from lors_det.engine.fileio import WorkDirLock
 from lors_det.engine.plots import (find_scalars, plot_curves, plot_detections,
                                    read_scalars)
 from lors_det.models.param_counts import json_summary, model_param_counts
-from mmdet.utils import register_all_modules
 
 # the installed package's copy, so the demo runs from any directory
 DEFAULT_CONFIG = 'lors_det::synthetic/adamixer-lors_tiny_synthetic_demo.py'
@@ -229,10 +229,8 @@ def run(args, cfg: Config) -> dict:
             k: v
             for k, v in r.items() if k.startswith('coco/') or k == 'step'
         } for r in val_recs],
-        wall_time_s={
-            k: round(v, 1)
-            for k, v in wall.items()
-        },
+        wall_time_s={k: round(v, 1)
+                     for k, v in wall.items()},
         coco_summary=summary,
         param_table=table,
         files=dict(files, log_dir=runner.log_dir),

@@ -184,8 +184,8 @@ def main():
     # evaluated with random weights. Loaded from the one read.
     if checkpoint is not None:
         try:
-            load_into_runner(runner, checkpoint, args.checkpoint,
-                             config=args.config)
+            load_into_runner(
+                runner, checkpoint, args.checkpoint, config=args.config)
         except CheckpointError as e:
             sys.exit(f'error: {e}')
         del checkpoint
@@ -198,7 +198,8 @@ def main():
             print_log(
                 f'--merge-lors: {args.config} has no LORS layer '
                 '(decoder.mixing.lorsa / lorst unset); evaluating it as is',
-                logger='current', level=logging.WARNING)
+                logger='current',
+                level=logging.WARNING)
         else:
             if cfg.load_from is not None:  # remote: load now, then merge
                 runner.load_checkpoint(args.checkpoint, map_location='cpu')
@@ -206,8 +207,10 @@ def main():
                 num_stacks = merge_lors(model)
             except ValueError as e:  # non-finite merged weights
                 sys.exit(f'error: --merge-lors: {e}')
-            print_log(f'--merge-lors: merged {num_stacks} LORS stacks into '
-                      'dense per-stage weights', logger='current')
+            print_log(
+                f'--merge-lors: merged {num_stacks} LORS stacks into '
+                'dense per-stage weights',
+                logger='current')
 
     # add `DumpResults` dummy metric
     if args.out is not None:

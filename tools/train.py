@@ -186,8 +186,12 @@ def main():
         runner.train()
         return
     try:
-        check_checkpoint(runner.model, checkpoint, cfg.load_from,
-                         require_all=cfg.resume, config=args.config)
+        check_checkpoint(
+            runner.model,
+            checkpoint,
+            cfg.load_from,
+            require_all=cfg.resume,
+            config=args.config)
     except CheckpointError as e:
         sys.exit(f'error: {e}')
     # the runner loads (or resumes from) the checkpoint read above, not the

@@ -15,8 +15,12 @@ train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 optim_wrapper = dict(optimizer=dict(lr=2.5e-4))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=20),
-    dict(type='MultiStepLR', by_epoch=False, begin=0, end=122,
-         milestones=[92], gamma=0.1)
+    dict(
+        type='MultiStepLR',
+        by_epoch=False,
+        begin=0,
+        end=122,
+        milestones=[92],
+        gamma=0.1)
 ]
-default_hooks = dict(
-    checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
+default_hooks = dict(checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))

@@ -58,12 +58,26 @@ HARD_MAX_LINES = 3
 
 # make_synthetic_coco's defaults per preset (arguments given override them)
 PRESETS = {
-    'shapes': dict(num_train=64, num_val=16, img_size=128, min_objects=0,
-                   max_objects=4, empty_ratio=0.1, min_scale=0.08,
-                   max_scale=0.6),
-    'hard': dict(num_train=1024, num_val=256, img_size=256, min_objects=1,
-                 max_objects=12, empty_ratio=0.05, min_scale=8 / 256,
-                 max_scale=96 / 256),
+    'shapes':
+    dict(
+        num_train=64,
+        num_val=16,
+        img_size=128,
+        min_objects=0,
+        max_objects=4,
+        empty_ratio=0.1,
+        min_scale=0.08,
+        max_scale=0.6),
+    'hard':
+    dict(
+        num_train=1024,
+        num_val=256,
+        img_size=256,
+        min_objects=1,
+        max_objects=12,
+        empty_ratio=0.05,
+        min_scale=8 / 256,
+        max_scale=96 / 256),
 }
 
 
@@ -118,7 +132,8 @@ def _bright_colour(rng, used_hues):
         gaps = [min(abs(hue - u), 180 - abs(hue - u)) for u in used_hues]
         if min(gaps, default=180) >= MIN_HUE_GAP:
             break
-    hsv = np.array([[[hue, rng.integers(150, 256), rng.integers(200, 256)]]],
+    hsv = np.array([[[hue, rng.integers(150, 256),
+                      rng.integers(200, 256)]]],
                    dtype=np.uint8)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float64), hue
 
@@ -201,7 +216,8 @@ def _draw_image(rng, w, h, num_objects, min_scale, max_scale):
 def _hue_colour(rng, hue):
     """A saturated, bright BGR colour of ``hue`` +- ``HUE_JITTER``."""
     hue = int(round(hue + rng.uniform(-HUE_JITTER, HUE_JITTER))) % 180
-    hsv = np.array([[[hue, rng.integers(140, 256), rng.integers(140, 256)]]],
+    hsv = np.array([[[hue, rng.integers(140, 256),
+                      rng.integers(140, 256)]]],
                    dtype=np.uint8)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float64)
 
@@ -209,8 +225,7 @@ def _hue_colour(rng, hue):
 def _line_mask(rng, w, h):
     """A thin straight line (1-2 px) between two random points."""
     mask = np.zeros((h, w), dtype=np.uint8)
-    p0, p1 = (tuple(int(v) for v in rng.integers(0, [w, h]))
-              for _ in range(2))
+    p0, p1 = (tuple(int(v) for v in rng.integers(0, [w, h])) for _ in range(2))
     cv2.line(mask, p0, p1, 1, thickness=int(rng.integers(1, 3)))
     return mask
 
@@ -224,9 +239,9 @@ def _draw_hard_image(rng, w, h, num_objects, min_scale, max_scale):
     """
     img = _background(rng, w, h)
     owner = np.zeros((h, w), dtype=np.int32)
-    kinds = (['object'] * num_objects
-             + ['clutter'] * int(rng.integers(HARD_MAX_CLUTTER_SHAPES + 1))
-             + ['line'] * int(rng.integers(HARD_MAX_LINES + 1)))
+    kinds = (['object'] * num_objects +
+             ['clutter'] * int(rng.integers(HARD_MAX_CLUTTER_SHAPES + 1)) +
+             ['line'] * int(rng.integers(HARD_MAX_LINES + 1)))
     log_sides = np.log([min_scale * min(w, h), max_scale * min(w, h)])
     objects = []
     for i in rng.permutation(len(kinds)):
@@ -259,12 +274,20 @@ def _draw_hard_image(rng, w, h, num_objects, min_scale, max_scale):
     return np.clip(np.round(img), 0, 255).astype(np.uint8), objects
 
 
-def _make_split(img_dir, ann_file, num_images, seed_seq, size, min_objects,
-                max_objects, empty_ratio, min_scale, max_scale,
+def _make_split(img_dir,
+                ann_file,
+                num_images,
+                seed_seq,
+                size,
+                min_objects,
+                max_objects,
+                empty_ratio,
+                min_scale,
+                max_scale,
                 preset='shapes'):
     """Write the images of one split and its COCO annotation file."""
-    draw, classes = ((_draw_hard_image, HARD_CLASSES) if preset == 'hard'
-                     else (_draw_image, SYNTHETIC_CLASSES))
+    draw, classes = ((_draw_hard_image, HARD_CLASSES) if preset == 'hard' else
+                     (_draw_image, SYNTHETIC_CLASSES))
     rng = np.random.default_rng(seed_seq)
     w, h = size
     num_empty = int(round(empty_ratio * num_images))
@@ -279,27 +302,42 @@ def _make_split(img_dir, ann_file, num_images, seed_seq, size, min_objects,
         img, objects = draw(rng, w, h, n, min_scale, max_scale)
         file_name = f'{img_id - 1:06d}.png'
         cv2.imwrite(osp.join(img_dir, file_name), img)
-        images.append(
-            dict(id=img_id, file_name=file_name, width=w, height=h))
+        images.append(dict(id=img_id, file_name=file_name, width=w, height=h))
         for label, box, area in objects:
             annotations.append(
-                dict(id=len(annotations) + 1, image_id=img_id,
-                     category_id=classes.index(label) + 1,
-                     bbox=box, area=area, iscrowd=0))
-    categories = [dict(id=i + 1, name=name, supercategory='shape')
-                  for i, name in enumerate(classes)]
-    description = 'lors_det synthetic shapes' + (
-        ' (hard preset)' if preset == 'hard' else '')
-    coco = dict(info=dict(description=description),
-                images=images, annotations=annotations, categories=categories)
+                dict(
+                    id=len(annotations) + 1,
+                    image_id=img_id,
+                    category_id=classes.index(label) + 1,
+                    bbox=box,
+                    area=area,
+                    iscrowd=0))
+    categories = [
+        dict(id=i + 1, name=name, supercategory='shape')
+        for i, name in enumerate(classes)
+    ]
+    description = 'lors_det synthetic shapes' + (' (hard preset)'
+                                                 if preset == 'hard' else '')
+    coco = dict(
+        info=dict(description=description),
+        images=images,
+        annotations=annotations,
+        categories=categories)
     with open(ann_file, 'w') as f:
         json.dump(coco, f)
 
 
-def make_synthetic_coco(out_dir, num_train=None, num_val=None,
-                        img_size=None, seed=0, min_objects=None,
-                        max_objects=None, empty_ratio=None, min_scale=None,
-                        max_scale=None, preset='shapes'):
+def make_synthetic_coco(out_dir,
+                        num_train=None,
+                        num_val=None,
+                        img_size=None,
+                        seed=0,
+                        min_objects=None,
+                        max_objects=None,
+                        empty_ratio=None,
+                        min_scale=None,
+                        max_scale=None,
+                        preset='shapes'):
     """Generate the synthetic shapes dataset under ``out_dir``.
 
     An argument left at ``None`` takes the preset's value
@@ -328,28 +366,43 @@ def make_synthetic_coco(out_dir, num_train=None, num_val=None,
     if preset not in PRESETS:
         raise ValueError(f'preset must be one of {sorted(PRESETS)}, got '
                          f'{preset!r}')
-    given = dict(num_train=num_train, num_val=num_val, img_size=img_size,
-                 min_objects=min_objects, max_objects=max_objects,
-                 empty_ratio=empty_ratio, min_scale=min_scale,
-                 max_scale=max_scale)
-    args = {k: PRESETS[preset][k] if v is None else v
-            for k, v in given.items()}
+    given = dict(
+        num_train=num_train,
+        num_val=num_val,
+        img_size=img_size,
+        min_objects=min_objects,
+        max_objects=max_objects,
+        empty_ratio=empty_ratio,
+        min_scale=min_scale,
+        max_scale=max_scale)
+    args = {
+        k: PRESETS[preset][k] if v is None else v
+        for k, v in given.items()
+    }
     size = _check_args(seed=seed, **args)
     num_train, num_val = args['num_train'], args['num_val']
-    split_args = {k: args[k] for k in ('min_objects', 'max_objects',
-                                       'empty_ratio', 'min_scale',
-                                       'max_scale')}
+    split_args = {
+        k: args[k]
+        for k in ('min_objects', 'max_objects', 'empty_ratio', 'min_scale',
+                  'max_scale')
+    }
     train_seed, val_seed = np.random.SeedSequence(int(seed)).spawn(2)
     paths = dict(root=str(out_dir))
     for split, num, seed_seq in (('train', num_train, train_seed),
                                  ('val', num_val, val_seed)):
         img_dir = osp.join(str(out_dir), split)
-        ann_file = osp.join(str(out_dir), 'annotations',
-                            f'instances_{split}.json')
+        ann_file = osp.join(
+            str(out_dir), 'annotations', f'instances_{split}.json')
         os.makedirs(img_dir, exist_ok=True)
         os.makedirs(osp.dirname(ann_file), exist_ok=True)
-        _make_split(img_dir, ann_file, num, seed_seq, size,
-                    preset=preset, **split_args)
+        _make_split(
+            img_dir,
+            ann_file,
+            num,
+            seed_seq,
+            size,
+            preset=preset,
+            **split_args)
         paths[f'{split}_img_dir'] = img_dir
         paths[f'{split}_ann_file'] = ann_file
     return paths

@@ -28,10 +28,20 @@ import torch.nn as nn
 INPUT_NAMES = ['images', 'img_sizes']
 OUTPUT_NAMES = ['cls_logits', 'boxes']
 DYNAMIC_AXES = {
-    'images': {0: 'batch', 2: 'height', 3: 'width'},
-    'img_sizes': {0: 'batch'},
-    'cls_logits': {0: 'batch'},
-    'boxes': {0: 'batch'},
+    'images': {
+        0: 'batch',
+        2: 'height',
+        3: 'width'
+    },
+    'img_sizes': {
+        0: 'batch'
+    },
+    'cls_logits': {
+        0: 'batch'
+    },
+    'boxes': {
+        0: 'batch'
+    },
 }
 
 
@@ -62,18 +72,24 @@ def _register_layer_norm_opset17() -> None:
     @sh.parse_args('v', 'is', 'v', 'v', 'f', 'b')
     def layer_norm(g, x, normalized_shape, weight, bias, eps, cudnn_enable):
         if sh._is_none(weight):
-            weight = g.op('Constant',
-                          value_t=torch.ones(normalized_shape))
+            weight = g.op('Constant', value_t=torch.ones(normalized_shape))
         if sh._is_none(bias):
             bias = g.op('Constant', value_t=torch.zeros(normalized_shape))
-        return g.op('LayerNormalization', x, weight, bias, epsilon_f=eps,
-                    axis_i=-len(normalized_shape))
+        return g.op(
+            'LayerNormalization',
+            x,
+            weight,
+            bias,
+            epsilon_f=eps,
+            axis_i=-len(normalized_shape))
 
     register_custom_op_symbolic('aten::layer_norm', layer_norm, 17)
 
 
-def export_onnx(detector: nn.Module, image_hw: Sequence[int],
-                batch_size: int = 1, dynamic: bool = False,
+def export_onnx(detector: nn.Module,
+                image_hw: Sequence[int],
+                batch_size: int = 1,
+                dynamic: bool = False,
                 opset: int = 16) -> bytes:
     """Trace ``detector`` (in eval mode, float32, CPU) and return the
     checked ONNX model's bytes (the caller writes them).
@@ -96,8 +112,11 @@ def export_onnx(detector: nn.Module, image_hw: Sequence[int],
     buffer = io.BytesIO()
     with torch.no_grad():
         torch.onnx.export(
-            wrapper, (images, img_sizes), buffer, opset_version=opset,
-            input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
+            wrapper, (images, img_sizes),
+            buffer,
+            opset_version=opset,
+            input_names=INPUT_NAMES,
+            output_names=OUTPUT_NAMES,
             dynamic_axes=DYNAMIC_AXES if dynamic else None,
             do_constant_folding=True)
     data = buffer.getvalue()
@@ -106,7 +125,8 @@ def export_onnx(detector: nn.Module, image_hw: Sequence[int],
     return data
 
 
-def example_inputs(batch_size: int, image_hw: Sequence[int],
+def example_inputs(batch_size: int,
+                   image_hw: Sequence[int],
                    seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
     """Random normalised images (B, 3, H, W) and valid sizes (B, 2): image
     i is ``16 * i`` pixels shorter in both sides than the padded batch, so
@@ -119,7 +139,8 @@ def example_inputs(batch_size: int, image_hw: Sequence[int],
     return images, torch.tensor(sizes, dtype=torch.float32)
 
 
-def verify_onnx(detector: nn.Module, onnx_bytes: bytes,
+def verify_onnx(detector: nn.Module,
+                onnx_bytes: bytes,
                 cases: Sequence[Tuple[int, Sequence[int]]],
                 repeats: int = 0) -> List[Dict]:
     """Run onnxruntime (CPU) and PyTorch on each (batch size, (H, W)) case.
@@ -132,8 +153,8 @@ def verify_onnx(detector: nn.Module, onnx_bytes: bytes,
     import onnxruntime as ort
 
     wrapper = DetectorForExport(detector).eval()
-    session = ort.InferenceSession(onnx_bytes,
-                                   providers=['CPUExecutionProvider'])
+    session = ort.InferenceSession(
+        onnx_bytes, providers=['CPUExecutionProvider'])
     rows = []
     for batch, hw in cases:
         images, img_sizes = example_inputs(batch, hw, seed=batch)
@@ -141,9 +162,11 @@ def verify_onnx(detector: nn.Module, onnx_bytes: bytes,
         with torch.no_grad():
             ref = [t.numpy() for t in wrapper(images, img_sizes)]
         got = session.run(OUTPUT_NAMES, feed)
-        row = dict(batch=batch, hw=tuple(hw),
-                   max_abs_logits=float(abs(got[0] - ref[0]).max()),
-                   max_abs_boxes=float(abs(got[1] - ref[1]).max()))
+        row = dict(
+            batch=batch,
+            hw=tuple(hw),
+            max_abs_logits=float(abs(got[0] - ref[0]).max()),
+            max_abs_boxes=float(abs(got[1] - ref[1]).max()))
         if repeats > 0:
             row['ort_s'] = _median_time(lambda: session.run(None, feed),
                                         repeats)

@@ -46,8 +46,11 @@ class LoRITaLinear(nn.Module):
     Parameters: ``factors.{k}`` (k = 0 is applied first) and ``bias``.
     """
 
-    def __init__(self, in_features: int, out_features: int,
-                 num_factors: int = 2, rank: Optional[int] = None):
+    def __init__(self,
+                 in_features: int,
+                 out_features: int,
+                 num_factors: int = 2,
+                 rank: Optional[int] = None):
         super().__init__()
         check_positive('num_factors', num_factors)
         self.in_features = check_positive('in_features', in_features)
@@ -128,8 +131,11 @@ class LoRITaLinear(nn.Module):
         """The shapes of ``factors.0 .. factors.{n-1}`` in ``state_dict``
         (None without them, or with a gap in the numbering)."""
         head = prefix + 'factors.'
-        index = {int(k[len(head):]): k for k in state_dict
-                 if k.startswith(head) and k[len(head):].isdigit()}
+        index = {
+            int(k[len(head):]): k
+            for k in state_dict
+            if k.startswith(head) and k[len(head):].isdigit()
+        }
         if not index or sorted(index) != list(range(len(index))):
             return None
         return [tuple(state_dict[index[i]].shape) for i in range(len(index))]
@@ -143,8 +149,10 @@ class LoRITaLinear(nn.Module):
         if shapes is None or not self.is_valid_chain(shapes):
             return None
         dtype = self.bias.dtype
-        entries = {f'{prefix}factors.{i}': (torch.Size(s), dtype)
-                   for i, s in enumerate(shapes)}
+        entries = {
+            f'{prefix}factors.{i}': (torch.Size(s), dtype)
+            for i, s in enumerate(shapes)
+        }
         entries[prefix + 'bias'] = (self.bias.shape, dtype)
         return entries
 

@@ -274,9 +274,9 @@ class CompressionReport:
             notes=list(self.notes))
 
 
-def choose_ranks(layers: 'OrderedDict[str, LoRITaLinear]', method: str,
-                 value) -> Tuple[List[int], List[bool], List[str],
-                                 List[torch.Tensor]]:
+def choose_ranks(
+        layers: 'OrderedDict[str, LoRITaLinear]', method: str,
+        value) -> Tuple[List[int], List[bool], List[str], List[torch.Tensor]]:
     """Ranks for ``layers`` by ``method`` (:data:`METHODS`).
 
     Returns:
@@ -310,8 +310,7 @@ def choose_ranks(layers: 'OrderedDict[str, LoRITaLinear]', method: str,
 
 
 @torch.no_grad()
-def compress_model(model: nn.Module, method: str,
-                   value) -> CompressionReport:
+def compress_model(model: nn.Module, method: str, value) -> CompressionReport:
     """Fold and SVD-truncate every LoRITa layer of ``model`` in place.
 
     Args:

@@ -30,8 +30,8 @@ class TiedFFN(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
         self.weight = nn.Parameter(
-            torch.empty(check_positive('hidden', hidden),
-                        check_positive('dim', dim)))
+            torch.empty(
+                check_positive('hidden', hidden), check_positive('dim', dim)))
         self.bias1 = nn.Parameter(torch.zeros(hidden))
         self.bias2 = nn.Parameter(torch.zeros(dim))
         nn.init.xavier_uniform_(self.weight)

@@ -144,7 +144,8 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def check_outputs(outputs: Dict[str, str], inputs: Dict[str, str],
+def check_outputs(outputs: Dict[str, str],
+                  inputs: Dict[str, str],
                   force: bool = False) -> None:
     """Refuse outputs that would destroy an input or existing work.
 
@@ -228,9 +229,8 @@ class WorkDirLock:
         pid, host = self._owner()
         if pid is None or host != socket.gethostname() or pid_alive(pid):
             return
-        warnings.warn(
-            f"taking over '{self.path}': its process (pid {pid}) no "
-            'longer runs (it was killed or crashed)')
+        warnings.warn(f"taking over '{self.path}': its process (pid {pid}) no "
+                      'longer runs (it was killed or crashed)')
         try:
             os.remove(self.path)
         except FileNotFoundError:  # reclaimed meanwhile

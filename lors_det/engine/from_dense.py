@@ -47,8 +47,8 @@ def _set_ranks(cfg: Config, ranks: Dict[str, int]) -> None:
 
 def _config_text(lors_config: str, out_config: str, cfg: Config,
                  ranks: Dict[str, int]) -> str:
-    base = osp.relpath(osp.abspath(lors_config),
-                       osp.dirname(osp.abspath(out_config)))
+    base = osp.relpath(
+        osp.abspath(lors_config), osp.dirname(osp.abspath(out_config)))
     head = ('# Written by tools/model_converters/dense_to_lors.py: '
             f'{lors_config}\n# with the ranks of the converted checkpoint '
             f'({", ".join(f"{k} rank={v}" for k, v in ranks.items())}).\n'
@@ -56,22 +56,26 @@ def _config_text(lors_config: str, out_config: str, cfg: Config,
     if cfg.model.get('type') == 'LORSWrapper':
         share = [dict(e) for e in cfg.model.to_dict()['share']]
         return head + f'model = dict(share={share!r})\n'
-    mixing = {name.rsplit('.', 1)[1]: dict(rank=r)
-              for name, r in ranks.items()}
-    return head + ('model = dict(decoder=dict(mixing=dict('
-                   + ', '.join(f'{k}=dict(rank={v["rank"]})'
-                               for k, v in mixing.items()) + ')))\n')
+    mixing = {
+        name.rsplit('.', 1)[1]: dict(rank=r)
+        for name, r in ranks.items()
+    }
+    return head + ('model = dict(decoder=dict(mixing=dict(' +
+                   ', '.join(f'{k}=dict(rank={v["rank"]})'
+                             for k, v in mixing.items()) + ')))\n')
 
 
-def convert_dense_checkpoint(dense_config: str, dense_checkpoint: str,
-                             lors_config: str, out: str,
-                             rank: Optional[int] = None,
-                             energy: Optional[float] = None,
-                             refine_steps: int = 0,
-                             out_config: Optional[str] = None,
-                             force: bool = False,
-                             log: Callable[[str], None] = print
-                             ) -> DenseToLorsResult:
+def convert_dense_checkpoint(
+        dense_config: str,
+        dense_checkpoint: str,
+        lors_config: str,
+        out: str,
+        rank: Optional[int] = None,
+        energy: Optional[float] = None,
+        refine_steps: int = 0,
+        out_config: Optional[str] = None,
+        force: bool = False,
+        log: Callable[[str], None] = print) -> DenseToLorsResult:
     """Convert a trained dense checkpoint into a LORS checkpoint.
 
     Args:
@@ -95,18 +99,24 @@ def convert_dense_checkpoint(dense_config: str, dense_checkpoint: str,
         raise FromDenseError('give --rank or --energy, not both')
     if out_config is None and (rank is not None or energy is not None):
         out_config = osp.splitext(out)[0] + '.py'
-    inputs = dict(DENSE_CONFIG=dense_config, DENSE_CKPT=dense_checkpoint,
-                  LORS_CONFIG=lors_config)
-    outputs = dict(OUT=out, **({'--out-config': out_config}
-                               if out_config else {}))
+    inputs = dict(
+        DENSE_CONFIG=dense_config,
+        DENSE_CKPT=dense_checkpoint,
+        LORS_CONFIG=lors_config)
+    outputs = dict(
+        OUT=out, **({
+            '--out-config': out_config
+        } if out_config else {}))
     check_outputs(outputs, inputs, force=force)
     dense = build_model(dense_config).eval()
     checkpoint = load_weights(dense, dense_checkpoint, config=dense_config)
     cfg = Config.fromfile(lors_config)
     lors = build_model(cfg)
     pair_stacks(dense, lors)  # refuse mismatching configs before any work
-    config_ranks = {k: v.get('rank') for k, v in rank_fields(
-        cfg.model).items()}
+    config_ranks = {
+        k: v.get('rank')
+        for k, v in rank_fields(cfg.model).items()
+    }
     ranks = dict(config_ranks)
     if rank is not None:
         check_rank_allowed(lors, dense, rank)
@@ -123,29 +133,43 @@ def convert_dense_checkpoint(dense_config: str, dense_checkpoint: str,
         out_config = None
     lors.eval()
     stacks = convert_model(dense, lors, refine_steps)
-    state = OrderedDict((k, v.detach().cpu().clone())
-                        for k, v in lors.state_dict().items())
-    check_state_dict(lors, state, f'{out} (converted)',
-                     allow_unexpected=False, config=lors_config)
+    state = OrderedDict(
+        (k, v.detach().cpu().clone()) for k, v in lors.state_dict().items())
+    check_state_dict(
+        lors,
+        state,
+        f'{out} (converted)',
+        allow_unexpected=False,
+        config=lors_config)
     src_meta = checkpoint.get('meta') if isinstance(
         checkpoint.get('meta'), dict) else {}
-    meta = {k: src_meta[k] for k in ('dataset_meta', 'mmdet_version')
-            if k in src_meta}
+    meta = {
+        k: src_meta[k]
+        for k in ('dataset_meta', 'mmdet_version') if k in src_meta
+    }
     meta['dense_to_lors'] = dict(
         dense_config=dense_config,
         dense_checkpoint=osp.abspath(dense_checkpoint),
-        lors_config=out_config or lors_config, ranks=ranks,
-        energy=energy, refine_steps=refine_steps,
-        layers={s.name: [dict(layer=f.layer, rank=f.rank,
-                              num_factors=f.num_factors,
-                              rel_error=f.rel_error,
-                              energy_kept=f.energy_kept) for f in s.fits]
-                for s in stacks})
+        lors_config=out_config or lors_config,
+        ranks=ranks,
+        energy=energy,
+        refine_steps=refine_steps,
+        layers={
+            s.name: [
+                dict(
+                    layer=f.layer,
+                    rank=f.rank,
+                    num_factors=f.num_factors,
+                    rel_error=f.rel_error,
+                    energy_kept=f.energy_kept) for f in s.fits
+            ]
+            for s in stacks
+        })
     save_checkpoint(dict(state_dict=state, meta=meta), out)
     if out_config:
         atomic_write_text(out_config,
                           _config_text(lors_config, out_config, cfg, ranks))
     with torch.no_grad():
-        return DenseToLorsResult(
-            stacks, ranks, changed, count_parameters(dense)['total'],
-            count_parameters(lors)['total'], out_config)
+        return DenseToLorsResult(stacks, ranks, changed,
+                                 count_parameters(dense)['total'],
+                                 count_parameters(lors)['total'], out_config)

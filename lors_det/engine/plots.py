@@ -69,7 +69,9 @@ def read_scalars(path: str) -> Tuple[List[dict], List[dict]]:
     return train, val
 
 
-def plot_curves(train: Sequence[dict], val: Sequence[dict], out: str,
+def plot_curves(train: Sequence[dict],
+                val: Sequence[dict],
+                out: str,
                 title: str = '') -> None:
     """Write ``out`` (PNG): train losses per logged iteration (log scale,
     the total and the last stage's terms) and val mAP / AP50 per epoch."""
@@ -81,24 +83,28 @@ def plot_curves(train: Sequence[dict], val: Sequence[dict], out: str,
     if train:
         it = [r['step'] for r in train]
         ax1.plot(it, [r['loss'] for r in train], label='total loss')
-        stages = sorted((k.split('.')[0] for k in train[-1]
-                         if k.endswith('.loss_cls')),
-                        key=lambda s: (len(s), s))  # ['s0', ..., 's5']
-        for key in [f'{stages[-1]}.{name}' for name in
-                    ('loss_cls', 'loss_bbox', 'loss_iou')] if stages else []:
-            ax1.plot(it, [r.get(key, np.nan) for r in train], lw=1,
-                     label=key)
+        stages = sorted(
+            (k.split('.')[0] for k in train[-1] if k.endswith('.loss_cls')),
+            key=lambda s: (len(s), s))  # ['s0', ..., 's5']
+        for key in [
+                f'{stages[-1]}.{name}'
+                for name in ('loss_cls', 'loss_bbox', 'loss_iou')
+        ] if stages else []:
+            ax1.plot(it, [r.get(key, np.nan) for r in train], lw=1, label=key)
         ax1.set_yscale('log')
-    ax1.set(xlabel='iteration', ylabel='loss (mean over the logging window)',
-            title=f'{title} training loss'.strip())
+    ax1.set(
+        xlabel='iteration',
+        ylabel='loss (mean over the logging window)',
+        title=f'{title} training loss'.strip())
     if val:
         epochs = [r['step'] for r in val]
         ax2.plot(epochs, [r[VAL_KEY] for r in val], 'o-', label='mAP')
-        ax2.plot(epochs, [r[VAL_KEY + '_50'] for r in val], 's-',
-                 label='AP50')
+        ax2.plot(epochs, [r[VAL_KEY + '_50'] for r in val], 's-', label='AP50')
         ax2.set_ylim(0, 1)
-    ax2.set(xlabel='epoch', ylabel='COCO bbox AP (val)',
-            title=f'{title} validation'.strip())
+    ax2.set(
+        xlabel='epoch',
+        ylabel='COCO bbox AP (val)',
+        title=f'{title} validation'.strip())
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         if ax.lines:
@@ -109,12 +115,22 @@ def plot_curves(train: Sequence[dict], val: Sequence[dict], out: str,
 def _draw_box(ax, xywh, text: str, colour) -> None:
     x, y, w, h = xywh
     ax.add_patch(Rectangle((x, y), w, h, fill=False, color=colour, lw=1.5))
-    ax.text(x, y, text, fontsize=6, color='black', va='bottom',
-            bbox=dict(facecolor=colour, alpha=0.8, pad=0.5, lw=0))
+    ax.text(
+        x,
+        y,
+        text,
+        fontsize=6,
+        color='black',
+        va='bottom',
+        bbox=dict(facecolor=colour, alpha=0.8, pad=0.5, lw=0))
 
 
-def plot_detections(ann_file: str, img_dir: str, det_file: str,
-                    score_thr: float, out: str, num: int = 8) -> None:
+def plot_detections(ann_file: str,
+                    img_dir: str,
+                    det_file: str,
+                    score_thr: float,
+                    out: str,
+                    num: int = 8) -> None:
     """Write ``out`` (PNG): the first ``num`` images of a COCO annotation
     file, each one's predictions next to its ground truth.
 
@@ -132,8 +148,10 @@ def plot_detections(ann_file: str, img_dir: str, det_file: str,
     with open(det_file) as f:
         dets = json.load(f)
     names = {c['id']: c['name'] for c in coco['categories']}
-    colour_of = {cat: colormaps['tab10'](i % 10)
-                 for i, cat in enumerate(sorted(names))}
+    colour_of = {
+        cat: colormaps['tab10'](i % 10)
+        for i, cat in enumerate(sorted(names))
+    }
     boxes: Dict[Tuple[str, int], List[dict]] = {}
     for kind, records in (('gt', coco['annotations']), ('pred', dets)):
         for r in records:
@@ -155,11 +173,12 @@ def plot_detections(ann_file: str, img_dir: str, det_file: str,
         for ax, kind in zip(pair, ('pred', 'gt')):
             found = boxes.get((kind, im['id']), [])
             ax.imshow(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
-            ax.set_title(f'pred (score>={score_thr:g}): {len(found)}'
-                         if kind == 'pred' else
-                         f'ground truth: {len(found)}', fontsize=8)
+            ax.set_title(
+                f'pred (score>={score_thr:g}): {len(found)}'
+                if kind == 'pred' else f'ground truth: {len(found)}',
+                fontsize=8)
             for r in found:
-                text = names[r['category_id']] + (
-                    f" {r['score']:.2f}" if kind == 'pred' else '')
+                text = names[r['category_id']] + (f" {r['score']:.2f}"
+                                                  if kind == 'pred' else '')
                 _draw_box(ax, r['bbox'], text, colour_of[r['category_id']])
     fig.savefig(out, dpi=100)

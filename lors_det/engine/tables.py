@@ -10,12 +10,15 @@ Cells are strings; the callers format their numbers.
 """
 from typing import Sequence
 
+Row = Sequence[str]
 
-def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+
+def text_table(header: Row, rows: Sequence[Row]) -> str:
     """Aligned columns, e.g. ``text_table(('part', 'parameters'),
     [('neck', '61,824')])``; trailing blanks are stripped."""
-    widths = [max(len(r[i]) for r in (header, *rows))
-              for i in range(len(header))]
+    widths = [
+        max(len(r[i]) for r in (header, *rows)) for i in range(len(header))
+    ]
 
     def line(r):
         return '  '.join([r[0].ljust(widths[0])] +
@@ -26,11 +29,14 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
                      [line(r) for r in rows])
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]],
+def markdown_table(header: Row,
+                   rows: Sequence[Row],
                    numeric: Sequence[bool] = ()) -> str:
     """A GitHub markdown table; ``numeric[i]`` right-aligns column i."""
-    rule = ['---:' if i < len(numeric) and numeric[i] else '---'
-            for i in range(len(header))]
-    return '\n'.join(['| ' + ' | '.join(header) + ' |',
-                      '|' + '|'.join(rule) + '|'] +
-                     ['| ' + ' | '.join(r) + ' |' for r in rows])
+    rule = [
+        '---:' if i < len(numeric) and numeric[i] else '---'
+        for i in range(len(header))
+    ]
+    return '\n'.join(
+        ['| ' + ' | '.join(header) + ' |', '|' + '|'.join(rule) + '|'] +
+        ['| ' + ' | '.join(r) + ' |' for r in rows])

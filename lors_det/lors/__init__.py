@@ -16,10 +16,7 @@ from .share import SharedLayers, share_layers
 from .stacked import StackedGenerator, StackedLinear, make_linear
 
 __all__ = [
-    'LORSAGenerator', 'LORSTLinear', 'MergeableStack',
-    'SharedLayers', 'StackedGenerator',
-    'StackedLinear', 'autocast_dtype', 'count_parameters',
-    'make_linear',
-    'split_matrices', 'split_parameter_names',
-    'share_layers'
+    'LORSAGenerator', 'LORSTLinear', 'MergeableStack', 'SharedLayers',
+    'StackedGenerator', 'StackedLinear', 'autocast_dtype', 'count_parameters',
+    'make_linear', 'split_matrices', 'split_parameter_names', 'share_layers'
 ]

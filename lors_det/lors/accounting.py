@@ -41,9 +41,11 @@ def count_parameters(module: nn.Module) -> Dict[str, int]:
     """
     params = dict(module.named_parameters())
     split = split_parameter_names(module)
-    counts = {k: sum(params[n].numel() for n in names)
-              for k, names in split.items()}
+    counts = {
+        k: sum(params[n].numel() for n in names)
+        for k, names in split.items()
+    }
     counts['total'] = sum(p.numel() for p in params.values())
-    counts['trainable'] = sum(
-        p.numel() for p in params.values() if p.requires_grad)
+    counts['trainable'] = sum(p.numel() for p in params.values()
+                              if p.requires_grad)
     return counts

@@ -134,7 +134,8 @@ def _lorst_residuals(stack: LORSTLinear, weights, biases, name):
     return W, b, shared, W - shared
 
 
-def lorst_energy(stack: LORSTLinear, weights: Sequence[torch.Tensor],
+def lorst_energy(stack: LORSTLinear,
+                 weights: Sequence[torch.Tensor],
                  biases: Sequence[torch.Tensor],
                  name: str = 'lorst') -> List[torch.Tensor]:
     """Per layer, the cumulative energy of the residual's singular values:
@@ -144,13 +145,13 @@ def lorst_energy(stack: LORSTLinear, weights: Sequence[torch.Tensor],
     for d in D:
         s2 = torch.linalg.svdvals(d)**2
         total = s2.sum()
-        out.append(s2.cumsum(0) / total if total > 0 else
-                   torch.ones_like(s2))
+        out.append(s2.cumsum(0) / total if total > 0 else torch.ones_like(s2))
     return out
 
 
 @torch.no_grad()
-def lorst_from_dense(stack: LORSTLinear, weights: Sequence[torch.Tensor],
+def lorst_from_dense(stack: LORSTLinear,
+                     weights: Sequence[torch.Tensor],
                      biases: Sequence[torch.Tensor],
                      name: str = 'lorst') -> List[LayerFit]:
     """Write ``stack``'s parameters from N dense layers (see the module
@@ -172,8 +173,8 @@ def lorst_from_dense(stack: LORSTLinear, weights: Sequence[torch.Tensor],
     fits = []
     if stack.shared_weight is not None:
         stack.shared_weight.copy_(shared)
-    for i, (A, B, bias) in enumerate(zip(stack.private_A, stack.private_B,
-                                         stack.private_bias)):
+    for i, (A, B, bias) in enumerate(
+            zip(stack.private_A, stack.private_B, stack.private_bias)):
         width = A.shape[0]  # K_i r_i (0: shared-only ablation)
         if width > full:
             raise FromDenseError(
@@ -191,13 +192,17 @@ def lorst_from_dense(stack: LORSTLinear, weights: Sequence[torch.Tensor],
         dense_sq = float((W[i]**2).sum() + (b[i]**2).sum())
         err_sq = float(((D[i] - approx)**2).sum())
         k = stack.num_factors[i] if width else 0
-        fits.append(_fit(i, stack.ranks[i], k, dense_sq, err_sq,
-                         float((D[i]**2).sum())))
+        fits.append(
+            _fit(i, stack.ranks[i], k, dense_sq, err_sq, float(
+                (D[i]**2).sum())))
     return fits
 
 
-def lorst_rank_for_energy(stack: LORSTLinear, weights, biases,
-                          energy: float, name: str = 'lorst') -> int:
+def lorst_rank_for_energy(stack: LORSTLinear,
+                          weights,
+                          biases,
+                          energy: float,
+                          name: str = 'lorst') -> int:
     """The smallest rank r (one for all layers, with the stack's K_i) at
     which every layer keeps at least ``energy`` of its residual.
 
@@ -207,11 +212,13 @@ def lorst_rank_for_energy(stack: LORSTLinear, weights, biases,
     curves = lorst_energy(stack, weights, biases, name)
     top = max_rank(stack)
     for r in range(1, top + 1):
-        if all(float(c[min(k * r, len(c)) - 1]) >= energy - 1e-12
-               for c, k in zip(curves, stack.num_factors)):
+        if all(
+                float(c[min(k * r, len(c)) - 1]) >= energy - 1e-12
+                for c, k in zip(curves, stack.num_factors)):
             return r
-    best = min(float(c[min(k * top, len(c)) - 1])
-               for c, k in zip(curves, stack.num_factors))
+    best = min(
+        float(c[min(k * top, len(c)) - 1])
+        for c, k in zip(curves, stack.num_factors))
     raise FromDenseError(
         f'{name}: no rank reaches energy {energy} in every layer; the '
         f'largest allowed rank ({top}) keeps {best:.4f} in the worst layer')
@@ -247,8 +254,8 @@ def _joint_cores(T, L, R):
     K, _, r = L.shape
     LL = torch.einsum('kma,lmb->klab', L, L)  # (K, K, r, r)
     RR = torch.einsum('kan,lbn->klab', R, R)
-    gram = torch.einsum('klac,klbd->kablcd', LL, RR).reshape(K * r * r,
-                                                             K * r * r)
+    gram = torch.einsum('klac,klbd->kablcd', LL,
+                        RR).reshape(K * r * r, K * r * r)
     rhs = torch.einsum('kma,mnp,kbn->kabp', L, T, R).reshape(K * r * r, -1)
     return (torch.linalg.pinv(gram, hermitian=True) @ rhs).view(K, r, r, -1)
 
@@ -261,8 +268,8 @@ def _block_init(T, rank, num_factors):
     """HOSVD blocks: the K (L-block, R-block) pairs with the most energy."""
     m, n, P = T.shape
     U = torch.linalg.svd(T.reshape(m, n * P), full_matrices=False)[0]
-    V = torch.linalg.svd(T.permute(1, 0, 2).reshape(n, m * P),
-                         full_matrices=False)[0]
+    V = torch.linalg.svd(
+        T.permute(1, 0, 2).reshape(n, m * P), full_matrices=False)[0]
     UB, VB = _blocks(U, rank), _blocks(V, rank)  # (a, m, r), (b, n, r)
     core = torch.einsum('ima,mnp,jnb->ijabp', UB, T, VB)
     energy = (core**2).sum((2, 3, 4)).flatten()  # (a * b)
@@ -293,7 +300,9 @@ def _sq_error(T, L, Z, R) -> float:
     return float(((T - _approx(L, Z, R))**2).sum())
 
 
-def tucker2_fit(T: torch.Tensor, rank: int, num_factors: int,
+def tucker2_fit(T: torch.Tensor,
+                rank: int,
+                num_factors: int,
                 refine_steps: int = 0
                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """K Tucker-2 terms ``T[:, :, p] ~ sum_k L_k Z_k[:, :, p] R_k``.
@@ -327,13 +336,14 @@ def tucker2_fit(T: torch.Tensor, rank: int, num_factors: int,
     for _ in range(refine_steps):
         for k in range(num_factors):
             rest = T - _approx(L, Z, R) + _approx(L[k:k + 1], Z[k:k + 1],
-                                                   R[k:k + 1])
+                                                  R[k:k + 1])
             # L_k: leading left vectors of rest x_2 R_k, unfolded (m, r P)
-            L[k] = _leading(torch.einsum('mnp,an->map', rest, R[k]).reshape(
-                m, -1), rank)
+            L[k] = _leading(
+                torch.einsum('mnp,an->map', rest, R[k]).reshape(m, -1), rank)
             # R_k: leading vectors of L_k^T rest, mode-2 unfolded (n, r P)
-            R[k] = _leading(torch.einsum('ma,mnp->nap', L[k], rest).reshape(
-                n, -1), rank).t()
+            R[k] = _leading(
+                torch.einsum('ma,mnp->nap', L[k], rest).reshape(n, -1),
+                rank).t()
             Z[k] = torch.einsum('ma,mnp,bn->abp', L[k], rest, R[k])
         Z = _joint_cores(T, L, R)
     return L, Z, R
@@ -361,8 +371,10 @@ def _kind_slices(stack: LORSAGenerator):
 
 
 @torch.no_grad()
-def lorsa_from_dense(stack: LORSAGenerator, weights: Sequence[torch.Tensor],
-                     biases: Sequence[torch.Tensor], refine_steps: int = 0,
+def lorsa_from_dense(stack: LORSAGenerator,
+                     weights: Sequence[torch.Tensor],
+                     biases: Sequence[torch.Tensor],
+                     refine_steps: int = 0,
                      name: str = 'lorsa') -> List[LayerFit]:
     """Write ``stack``'s parameters from N dense generators (see the module
     docstring) and report the fit per layer.
@@ -400,14 +412,18 @@ def lorsa_from_dense(stack: LORSAGenerator, weights: Sequence[torch.Tensor],
             gen = stack.private_generators[i]
             gen.weight.copy_(cores[:, :-1])
             gen.bias.copy_(cores[:, -1])
-        fits.append(_fit(i, r, K, float((dense[i]**2).sum()),
-                         float(((D[i] - approx)**2).sum()),
-                         float((D[i]**2).sum())))
+        fits.append(
+            _fit(i, r, K, float((dense[i]**2).sum()),
+                 float(((D[i] - approx)**2).sum()), float((D[i]**2).sum())))
     return fits
 
 
-def lorsa_rank_for_energy(stack_factory, weights, biases, energy: float,
-                          top: int, name: str = 'lorsa',
+def lorsa_rank_for_energy(stack_factory,
+                          weights,
+                          biases,
+                          energy: float,
+                          top: int,
+                          name: str = 'lorsa',
                           refine_steps: int = 0) -> Tuple[int, list]:
     """The smallest rank r (the stack's K_i) at which every layer keeps at
     least ``energy`` of its residual, by bisection over 1..``top``.
@@ -423,9 +439,10 @@ def lorsa_rank_for_energy(stack_factory, weights, biases, energy: float,
     Raises:
         FromDenseError: even ``top`` does not reach it.
     """
+
     def fits(r):
-        return lorsa_from_dense(stack_factory(r), weights, biases,
-                                refine_steps, name)
+        return lorsa_from_dense(
+            stack_factory(r), weights, biases, refine_steps, name)
 
     def ok(f):
         return all(x.energy_kept >= energy - 1e-12 for x in f)

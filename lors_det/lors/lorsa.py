@@ -78,11 +78,15 @@ class LORSAGenerator(MergeableStack):
     private_param_names = ('private_generators', 'left_factors',
                            'right_factors')
 
-    def __init__(self, query_dim: int, matrix_shapes: Sequence[Tuple[int,
-                                                                     int]],
-                 num_groups: int, num_layers: int, rank: int = 16,
+    def __init__(self,
+                 query_dim: int,
+                 matrix_shapes: Sequence[Tuple[int, int]],
+                 num_groups: int,
+                 num_layers: int,
+                 rank: int = 16,
                  num_factors: Union[int, Sequence[int]] = 1,
-                 use_shared: bool = True, use_private: bool = True):
+                 use_shared: bool = True,
+                 use_private: bool = True):
         super().__init__()
         check_bool('use_shared', use_shared)
         check_bool('use_private', use_private)
@@ -105,18 +109,18 @@ class LORSAGenerator(MergeableStack):
         private_ks = self.num_factors if use_private else []
         G, J, r = num_groups, len(self.matrix_shapes), rank
         self.shared_generator = nn.Linear(
-            query_dim, G * sum(m * n for m, n in self.matrix_shapes)
-        ) if use_shared else None
+            query_dim, G *
+            sum(m * n for m, n in self.matrix_shapes)) if use_shared else None
         self.private_generators = nn.ModuleList(
             nn.Linear(query_dim, J * G * k * r * r) for k in private_ks)
         self.left_factors = nn.ModuleList(
             nn.ParameterList(
-                nn.Parameter(torch.empty(G * k, m, r))
-                for k in private_ks) for m, _ in self.matrix_shapes)
+                nn.Parameter(torch.empty(G * k, m, r)) for k in private_ks)
+            for m, _ in self.matrix_shapes)
         self.right_factors = nn.ModuleList(
             nn.ParameterList(
-                nn.Parameter(torch.empty(G * k, r, n))
-                for k in private_ks) for _, n in self.matrix_shapes)
+                nn.Parameter(torch.empty(G * k, r, n)) for k in private_ks)
+            for _, n in self.matrix_shapes)
         self.reset_parameters()
 
     @torch.no_grad()
@@ -183,15 +187,17 @@ class LORSAGenerator(MergeableStack):
             list[Tensor]: one (B, N, G, m_j, n_j) tensor per matrix kind j.
         """
         if self.merged:  # one dense generator per layer (inference)
-            return split_matrices(self.merged_linear(query, layer),
-                                  self.matrix_shapes, self.num_groups)
+            return split_matrices(
+                self.merged_linear(query, layer), self.matrix_shapes,
+                self.num_groups)
         if self.shared_generator is None:  # private-only ablation
             return self.private_matrices(query, layer)
         shared = self.shared_matrices(query)
         if self.num_factors[layer] == 0:  # shared-only ablation
             return shared
-        return [s + p for s, p in zip(shared,
-                                      self.private_matrices(query, layer))]
+        return [
+            s + p for s, p in zip(shared, self.private_matrices(query, layer))
+        ]
 
     @torch.no_grad()
     def dense_layer(self, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -206,14 +212,14 @@ class LORSAGenerator(MergeableStack):
         """
         parts = []
         if self.shared_generator is not None:
-            parts.append((self.shared_generator.weight,
-                          self.shared_generator.bias))
+            parts.append(
+                (self.shared_generator.weight, self.shared_generator.bias))
         if self.num_factors[i]:
             gen = self.private_generators[i]
             cores = torch.cat([gen.weight.t(), gen.bias[None]])  # (C + 1, .)
-            rows = torch.cat([
-                p.flatten(-2) for p in self.low_rank_terms(cores, i)
-            ], dim=-1).flatten(1)  # (C + 1, G * sum_j m_j n_j)
+            rows = torch.cat(
+                [p.flatten(-2) for p in self.low_rank_terms(cores, i)],
+                dim=-1).flatten(1)  # (C + 1, G * sum_j m_j n_j)
             parts.append((rows[:-1].t(), rows[-1]))
         weight = sum(w for w, _ in parts)
         bias = sum(b for _, b in parts)

@@ -47,10 +47,14 @@ class LORSTLinear(MergeableStack):
     shared_param_names = ('shared_weight', )
     private_param_names = ('private_A', 'private_B', 'private_bias')
 
-    def __init__(self, in_features: int, out_features: int, num_layers: int,
+    def __init__(self,
+                 in_features: int,
+                 out_features: int,
+                 num_layers: int,
                  rank: Union[int, Sequence[int]] = 8,
                  num_factors: Union[int, Sequence[int]] = 1,
-                 use_shared: bool = True, use_private: bool = True):
+                 use_shared: bool = True,
+                 use_private: bool = True):
         super().__init__()
         check_bool('use_shared', use_shared)
         check_bool('use_private', use_private)
@@ -66,8 +70,10 @@ class LORSTLinear(MergeableStack):
             check_rank(name, r, in_features, out_features)
         self.shared_weight = nn.Parameter(
             torch.empty(out_features, in_features)) if use_shared else None
-        widths = [k * r if use_private else 0
-                  for k, r in zip(self.num_factors, self.ranks)]
+        widths = [
+            k * r if use_private else 0
+            for k, r in zip(self.num_factors, self.ranks)
+        ]
         self.private_A = nn.ParameterList(
             nn.Parameter(torch.empty(w, in_features)) for w in widths)
         self.private_B = nn.ParameterList(

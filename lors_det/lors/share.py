@@ -50,8 +50,8 @@ from .lorst import LORSTLinear
 from .views import LORSAView, LORSTView
 
 LORST_KEYS = ('targets', 'rank', 'num_factors', 'use_shared', 'use_private')
-LORSA_KEYS = ('targets', 'matrix_shapes', 'num_groups', 'rank',
-              'num_factors', 'use_shared', 'use_private')
+LORSA_KEYS = ('targets', 'matrix_shapes', 'num_groups', 'rank', 'num_factors',
+              'use_shared', 'use_private')
 
 
 def _key(name: str) -> str:
@@ -72,8 +72,7 @@ def _patterns(field: str, targets) -> List[str]:
 def _match(layer: nn.Module, field: str, targets) -> List[str]:
     """Names of the ``nn.Linear`` modules of ``layer`` that ``targets``
     match; every pattern must match at least one."""
-    linears = [n for n, m in layer.named_modules()
-               if isinstance(m, nn.Linear)]
+    linears = [n for n, m in layer.named_modules() if isinstance(m, nn.Linear)]
     names = []
     for pattern in _patterns(field, targets):
         found = [n for n in linears if fnmatch.fnmatchcase(n, pattern)]
@@ -118,8 +117,11 @@ class SharedLayers(nn.Module):
             unshared count, for reports).
     """
 
-    def __init__(self, layers: nn.ModuleList, lorst: Optional[dict] = None,
-                 lorsa: Optional[dict] = None, init_from: int = 0):
+    def __init__(self,
+                 layers: nn.ModuleList,
+                 lorst: Optional[dict] = None,
+                 lorsa: Optional[dict] = None,
+                 init_from: int = 0):
         super().__init__()
         if not isinstance(layers, nn.ModuleList) or not len(layers):
             raise ValueError('layers must be a non-empty nn.ModuleList, got '
@@ -134,10 +136,10 @@ class SharedLayers(nn.Module):
         lorsa = dict(check_keys('lorsa', lorsa, LORSA_KEYS))
         if not (lorst or lorsa):
             raise ValueError('SharedLayers needs lorst or lorsa (or both)')
-        lorst_names = _match(layers[0], 'lorst',
-                             lorst.pop('targets', None)) if lorst else []
-        lorsa_names = _match(layers[0], 'lorsa',
-                             lorsa.pop('targets', None)) if lorsa else []
+        lorst_names = _match(layers[0], 'lorst', lorst.pop(
+            'targets', None)) if lorst else []
+        lorsa_names = _match(layers[0], 'lorsa', lorsa.pop(
+            'targets', None)) if lorsa else []
         both = set(lorst_names) & set(lorsa_names)
         if both:
             raise ValueError(f'{sorted(both)} matched by both lorst.targets '
@@ -155,13 +157,14 @@ class SharedLayers(nn.Module):
         for name in lorst_names:
             first = self._dense_linears(name)[0]
             with config_block(f'lorst ({name})'):
-                self.lorst[_key(name)] = LORSTLinear(
-                    first.in_features, first.out_features, self.num_layers,
-                    **lorst).to(first.weight)
+                self.lorst[_key(name)] = LORSTLinear(first.in_features,
+                                                     first.out_features,
+                                                     self.num_layers,
+                                                     **lorst).to(first.weight)
         for name in lorsa_names:
             first = self._dense_linears(name)[0]
-            self.lorsa[_key(name)] = self._lorsa(
-                name, first, dict(lorsa)).to(first.weight)
+            self.lorsa[_key(name)] = self._lorsa(name, first,
+                                                 dict(lorsa)).to(first.weight)
         self.reshare(reset=False)
 
     def _lorsa(self, name: str, linear: nn.Linear,
@@ -243,8 +246,8 @@ class SharedLayers(nn.Module):
         self.dense_numel = 0
         for name, stack in self.targets.items():
             dense = self._dense_linears(name)
-            self.dense_numel += sum(
-                m.weight.numel() + m.bias.numel() for m in dense)
+            self.dense_numel += sum(m.weight.numel() + m.bias.numel()
+                                    for m in dense)
             if reset:
                 stack.reset_parameters()
             src = dense[self.init_from]
@@ -273,8 +276,11 @@ class SharedLayers(nn.Module):
         for name, stack in self.targets.items():
             for i in range(self.num_layers):
                 weight, bias = stack.dense_layer(i)
-                linear = nn.Linear(weight.shape[1], weight.shape[0],
-                                   device=weight.device, dtype=weight.dtype)
+                linear = nn.Linear(
+                    weight.shape[1],
+                    weight.shape[0],
+                    device=weight.device,
+                    dtype=weight.dtype)
                 linear.weight.copy_(weight)
                 linear.bias.copy_(bias)
                 linear.train(self.layers[i].training)
@@ -294,15 +300,17 @@ class SharedLayers(nn.Module):
         return f'num_layers={self.num_layers}, init_from={self.init_from}'
 
 
-def share_layers(layers: nn.ModuleList, lorst: Optional[dict] = None,
-                 lorsa: Optional[dict] = None, init_from: int = 0,
+def share_layers(layers: nn.ModuleList,
+                 lorst: Optional[dict] = None,
+                 lorsa: Optional[dict] = None,
+                 init_from: int = 0,
                  owner: Optional[nn.Module] = None,
                  name: str = 'lors') -> SharedLayers:
     """Share ``layers`` (see :class:`SharedLayers`) and, if ``owner`` is
     given, register the result as ``owner.<name>`` (peft's
     ``get_peft_model`` in one call)."""
-    shared = SharedLayers(layers, lorst=lorst, lorsa=lorsa,
-                          init_from=init_from)
+    shared = SharedLayers(
+        layers, lorst=lorst, lorsa=lorsa, init_from=init_from)
     if owner is not None:
         owner.add_module(name, shared)
     return shared

@@ -9,12 +9,13 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from .checks import check_keys, check_positive
 from ..efficient.lorita import LoRITaLinear
+from .checks import check_keys, check_positive
 from .lorsa import split_matrices
 
 
-def make_linear(in_features: int, out_features: int,
+def make_linear(in_features: int,
+                out_features: int,
                 lorita: Optional[dict] = None) -> nn.Module:
     """``nn.Linear`` with AdaMixer's init (Xavier-uniform weight, default
     bias), or a :class:`~.lorita.LoRITaLinear` when ``lorita`` is given."""
@@ -35,7 +36,10 @@ class StackedLinear(nn.Module):
     :class:`~.lorita.LoRITaLinear` instead (its own init).
     """
 
-    def __init__(self, in_features: int, out_features: int, num_layers: int,
+    def __init__(self,
+                 in_features: int,
+                 out_features: int,
+                 num_layers: int,
                  lorita: Optional[dict] = None):
         super().__init__()
         check_positive('num_layers', num_layers)

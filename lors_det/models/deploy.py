@@ -109,8 +109,10 @@ def to_deploy(cfg: Config, model: nn.Module) -> Tuple[Config, Dict]:
     Raises:
         ValueError: the model has no LORS stack (naming the config).
     """
-    stacks = {n: m for n, m in model.named_modules()
-              if isinstance(m, MergeableStack)}
+    stacks = {
+        n: m
+        for n, m in model.named_modules() if isinstance(m, MergeableStack)
+    }
     if not stacks:
         raise ValueError(f'{cfg.filename}: the model has no LORS layer '
                          '(mixing.lorsa and mixing.lorst are not set); '
@@ -124,8 +126,9 @@ def to_deploy(cfg: Config, model: nn.Module) -> Tuple[Config, Dict]:
     for name, module in stacks.items():
         for key in [k for k in state if k.startswith(name + '.')]:
             del state[key]
-        state.update({f'{name}.{k}': v
-                      for k, v in module.dense_state_dict().items()})
+        state.update(
+            {f'{name}.{k}': v
+             for k, v in module.dense_state_dict().items()})
     deploy.model.decoder.mixing.lorsa = None
     deploy.model.decoder.mixing.lorst = None
     return deploy, state

@@ -27,8 +27,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from ..lors import (LORSAGenerator, LORSTLinear, StackedGenerator,
-                    StackedLinear)
+from ..lors import LORSAGenerator, LORSTLinear, StackedGenerator, StackedLinear
 from ..lors.from_dense import (FromDenseError, LayerFit, lorsa_from_dense,
                                lorsa_rank_for_energy, lorst_from_dense,
                                lorst_rank_for_energy, max_rank)
@@ -99,10 +98,10 @@ def _adamixer_pairs(dense: nn.Module, lors: nn.Module) -> List[StackPair]:
                 '(compress or fold them first)')
         base, _, attr = path.rpartition('.')
         prefix = f'model.{base}.' if base else 'model.'
-        pairs.append(StackPair(
-            path, stack, layers, [f'{path}.layers.{i}'
-                                  for i in range(len(layers))],
-            prefix + fields.get(attr, attr)))
+        pairs.append(
+            StackPair(path, stack, layers,
+                      [f'{path}.layers.{i}' for i in range(len(layers))],
+                      prefix + fields.get(attr, attr)))
     return pairs
 
 
@@ -134,14 +133,14 @@ def _wrapper_pairs(dense: nn.Module, lors: nn.Module) -> List[StackPair]:
                             'expected nn.Linear')
                     linears.append(m)
                     names.append(f'{path}.{i}.{name}')
-                pairs.append(StackPair(f'lors.{key}.{kind}.{tkey}', stack,
-                                       linears, names,
-                                       f'model.share[{e}].{kind}'))
+                pairs.append(
+                    StackPair(f'lors.{key}.{kind}.{tkey}', stack, linears,
+                              names, f'model.share[{e}].{kind}'))
     return pairs
 
 
-def pair_stacks(dense: nn.Module, lors: nn.Module
-                ) -> Tuple[List[StackPair], Dict[str, str]]:
+def pair_stacks(dense: nn.Module,
+                lors: nn.Module) -> Tuple[List[StackPair], Dict[str, str]]:
     """Pair the LORS model's stacks with the dense model's layers.
 
     Returns:
@@ -173,8 +172,9 @@ def pair_stacks(dense: nn.Module, lors: nn.Module
         if isinstance(p.stack, LORSTLinear):
             want = (p.stack.out_features, p.stack.in_features)
         else:
-            want = (p.stack.num_groups * sum(
-                m * n for m, n in p.stack.matrix_shapes), p.stack.query_dim)
+            want = (p.stack.num_groups *
+                    sum(m * n
+                        for m, n in p.stack.matrix_shapes), p.stack.query_dim)
         if (out, inp) != want:
             raise ConfigMismatchError(
                 f'{p.name}: the dense layers are Linear(in={inp}, out={out}),'
@@ -182,8 +182,10 @@ def pair_stacks(dense: nn.Module, lors: nn.Module
                 f'out={want[0]})')
     stack_prefixes = tuple(p.name + '.' for p in pairs)
     dense_state = dense.state_dict()
-    stacked = {f'{n}.{s}' for p in pairs for n in p.dense_names
-               for s in ('weight', 'bias')}
+    stacked = {
+        f'{n}.{s}'
+        for p in pairs for n in p.dense_names for s in ('weight', 'bias')
+    }
     key_map, problems = {}, []
     for key, value in lors.state_dict().items():
         if key.startswith(stack_prefixes):
@@ -200,8 +202,8 @@ def pair_stacks(dense: nn.Module, lors: nn.Module
     if problems:
         more = f' and {len(problems) - 3} more' if len(problems) > 3 else ''
         raise ConfigMismatchError(
-            'the LORS config is not the dense config with LORS stacks: '
-            + '; '.join(problems[:3]) + more)
+            'the LORS config is not the dense config with LORS stacks: ' +
+            '; '.join(problems[:3]) + more)
     return pairs, key_map
 
 
@@ -210,7 +212,8 @@ def _dense_numel(p: StackPair) -> int:
 
 
 @torch.no_grad()
-def convert_model(dense: nn.Module, lors: nn.Module,
+def convert_model(dense: nn.Module,
+                  lors: nn.Module,
                   refine_steps: int = 0) -> List[StackReport]:
     """Write ``lors``'s weights from the trained ``dense`` model, in place:
     every stack by :func:`~lors_det.lors.from_dense.lorst_from_dense` /
@@ -219,7 +222,8 @@ def convert_model(dense: nn.Module, lors: nn.Module,
     from ..lors import count_parameters
     pairs, key_map = pair_stacks(dense, lors)
     dense_state = dense.state_dict()
-    lors.load_state_dict({k: dense_state[v] for k, v in key_map.items()},
+    lors.load_state_dict({k: dense_state[v]
+                          for k, v in key_map.items()},
                          strict=False)
     reports = []
     for p in pairs:
@@ -232,9 +236,9 @@ def convert_model(dense: nn.Module, lors: nn.Module,
             fits = lorsa_from_dense(p.stack, weights, biases, refine_steps,
                                     p.name)
             kind = 'LORSA'
-        reports.append(StackReport(p.name, kind, fits, _dense_numel(p),
-                                   count_parameters(p.stack)['total'],
-                                   p.field))
+        reports.append(
+            StackReport(p.name, kind, fits, _dense_numel(p),
+                        count_parameters(p.stack)['total'], p.field))
     return reports
 
 
@@ -261,15 +265,23 @@ def rank_fields(model_cfg) -> Dict[str, dict]:
 
 
 def _lorsa_factory(stack: LORSAGenerator):
+
     def build(rank: int) -> LORSAGenerator:
         return LORSAGenerator(
-            stack.query_dim, stack.matrix_shapes, stack.num_groups,
-            stack.num_layers, rank=rank, num_factors=stack.num_factors,
+            stack.query_dim,
+            stack.matrix_shapes,
+            stack.num_groups,
+            stack.num_layers,
+            rank=rank,
+            num_factors=stack.num_factors,
             use_shared=stack.shared_generator is not None).double()
+
     return build
 
 
-def ranks_for_energy(dense: nn.Module, lors: nn.Module, energy: float,
+def ranks_for_energy(dense: nn.Module,
+                     lors: nn.Module,
+                     energy: float,
                      refine_steps: int = 0) -> Dict[str, int]:
     """Per config rank field (:func:`rank_fields`), the smallest rank at
     which every layer of every stack the field sets keeps ``energy`` of its

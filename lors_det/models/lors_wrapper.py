@@ -57,7 +57,9 @@ class LORSWrapper(BaseModel):
     delegates); the data preprocessor is the detector's.
     """
 
-    def __init__(self, detector: dict, share: Sequence[dict],
+    def __init__(self,
+                 detector: dict,
+                 share: Sequence[dict],
                  init_cfg: Optional[dict] = None):
         if init_cfg is not None:
             raise ValueError('LORSWrapper.init_cfg must be None; set the '
@@ -90,10 +92,9 @@ class LORSWrapper(BaseModel):
         except AttributeError:
             layers = None
         if not isinstance(layers, nn.ModuleList):
-            raise ValueError(
-                f'stack={path!r} is not an nn.ModuleList of '
-                f'{type(self.detector).__name__} (got '
-                f'{type(layers).__name__})')
+            raise ValueError(f'stack={path!r} is not an nn.ModuleList of '
+                             f'{type(self.detector).__name__} (got '
+                             f'{type(layers).__name__})')
         return layers
 
     def _log_parameter_counts(self) -> None:
@@ -104,7 +105,8 @@ class LORSWrapper(BaseModel):
                 f'{len(shared.targets)} linears of {shared.num_layers} '
                 f'layers: {shared.dense_numel:,} parameters unshared -> '
                 f'{counts["total"]:,} (shared {counts["shared"]:,}, private '
-                f'{counts["private"]:,})', logger='current')
+                f'{counts["private"]:,})',
+                logger='current')
 
     def init_weights(self) -> None:
         """The detector's own init on its plain architecture, then the

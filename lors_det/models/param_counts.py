@@ -96,8 +96,8 @@ def _fmt_opts(opts: dict) -> str:
 def describe_decoder(config: Union[str, Config]) -> str:
     """One line saying what the config sets in the decoder."""
     s = decoder_settings(config)
-    gen = ('LORSA(' + _fmt_opts(s['lorsa']) + ')'
-           if s['lorsa'] is not None else 'dense per stage')
+    gen = ('LORSA(' + _fmt_opts(s['lorsa']) +
+           ')' if s['lorsa'] is not None else 'dense per stage')
     if s['lorst'] is not None:
         out = 'LORST(' + _fmt_opts(s['lorst']) + ')'
     elif s['out_proj_lorita'] is not None:
@@ -135,14 +135,20 @@ def model_param_counts(model: nn.Module) -> Dict[str, Dict[str, int]]:
             f'({", ".join(COMPONENTS)}); a {type(model).__name__} has no '
             f'{", ".join(missing)} (a LORSWrapper logs its shared / private '
             'counts when it is built: docs/lors_mmdet.md)')
-    counts = {name: count_parameters(getattr(model, name))
-              for name in COMPONENTS}
+    counts = {
+        name: count_parameters(getattr(model, name))
+        for name in COMPONENTS
+    }
     counts['total'] = count_parameters(model)
     decoder = model.decoder
-    parts = {name: count_parameters(decoder.get_submodule(name))
-             for name in DECODER_PARTS}
-    rest = {k: counts['decoder'][k] - sum(p[k] for p in parts.values())
-            for k in counts['decoder']}
+    parts = {
+        name: count_parameters(decoder.get_submodule(name))
+        for name in DECODER_PARTS
+    }
+    rest = {
+        k: counts['decoder'][k] - sum(p[k] for p in parts.values())
+        for k in counts['decoder']
+    }
     if any(rest.values()):
         parts['rest'] = rest
     counts['decoder_parts'] = parts
@@ -159,8 +165,7 @@ def json_summary(counts: Dict[str, Dict[str, int]]) -> Dict[str, int]:
     """Flat ints from :func:`model_param_counts`: the totals of
     :data:`COMPONENTS` and of the model, ``decoder_shared`` and
     ``decoder_private``."""
-    out = {name: int(counts[name]['total'])
-           for name in (*COMPONENTS, 'total')}
+    out = {name: int(counts[name]['total']) for name in (*COMPONENTS, 'total')}
     out['decoder_shared'] = int(counts['decoder']['shared'])
     out['decoder_private'] = int(counts['decoder']['private'])
     return out

@@ -4,12 +4,12 @@ import os
 import os.path as osp
 
 import pytest
+from helpers import REPO_ROOT
 from mmengine.config import Config
 from mmengine.fileio import load
 
 import lors_det  # noqa: F401  (registers the lors_det:: scope)
 from lors_det.engine.config_scope import NO_WEIGHTS
-from helpers import REPO_ROOT
 
 
 def test_user_config_inherits_lors_det_scope(tmp_path):
@@ -103,8 +103,7 @@ def test_a_non_editable_wheel_ships_every_config(tmp_path):
     expected = {'model-index.yml'} | {
         osp.relpath(osp.join(root, f), src)
         for top in ('configs', 'tools')
-        for root, _, files in os.walk(src / top)
-        for f in files
+        for root, _, files in os.walk(src / top) for f in files
     }
     assert shipped == expected
     target = tmp_path / 'site'

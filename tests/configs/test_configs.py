@@ -4,9 +4,8 @@ import os
 
 import pytest
 import torch
-from mmdet.registry import MODELS
-
 from helpers import REPO_ROOT, load_config
+from mmdet.registry import MODELS
 
 CONFIG_DIR = os.path.join(REPO_ROOT, 'configs')
 

@@ -4,8 +4,8 @@ as on the CPU, fp16 autocast with the mixing kept in float32, and merged
 LORS inference equal to unmerged."""
 import pytest
 import torch
-
 from helpers import SYNTHETIC, build_model, make_batch
+
 from lors_det.models.layers import mix
 
 DEVICE = 'cuda'
@@ -52,18 +52,23 @@ def test_losses_and_gradients_match_the_cpu():
     for model, device in ((cpu, 'cpu'), (gpu, DEVICE)):
         losses = model.loss(*to_device(inputs, samples, device))
         sum(losses.values()).backward()
-        results.append((losses, {n: p.grad for n, p in
-                                 model.decoder.named_parameters()
-                                 if p.grad is not None}))
+        results.append((losses, {
+            n: p.grad
+            for n, p in model.decoder.named_parameters() if p.grad is not None
+        }))
     (loss_cpu, grad_cpu), (loss_gpu, grad_gpu) = results
     assert loss_cpu.keys() == loss_gpu.keys()
     for key in loss_cpu:
-        torch.testing.assert_close(loss_gpu[key].cpu(), loss_cpu[key],
-                                   rtol=1e-4, atol=1e-5, msg=key)
+        torch.testing.assert_close(
+            loss_gpu[key].cpu(), loss_cpu[key], rtol=1e-4, atol=1e-5, msg=key)
     assert grad_cpu.keys() == grad_gpu.keys() and grad_cpu
     for name in grad_cpu:
-        torch.testing.assert_close(grad_gpu[name].cpu(), grad_cpu[name],
-                                   rtol=1e-3, atol=1e-5, msg=name)
+        torch.testing.assert_close(
+            grad_gpu[name].cpu(),
+            grad_cpu[name],
+            rtol=1e-3,
+            atol=1e-5,
+            msg=name)
 
 
 def test_fp16_autocast_step_is_finite_and_mixing_stays_float32():
@@ -90,9 +95,13 @@ def test_merged_inference_equals_unmerged():
         model.merge_lors()
         merged = model.predict(inputs, samples)
     for a, b in zip(ref, merged):
-        torch.testing.assert_close(b.pred_instances.bboxes,
-                                   a.pred_instances.bboxes,
-                                   rtol=1e-4, atol=1e-3)
-        torch.testing.assert_close(b.pred_instances.scores,
-                                   a.pred_instances.scores,
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            b.pred_instances.bboxes,
+            a.pred_instances.bboxes,
+            rtol=1e-4,
+            atol=1e-3)
+        torch.testing.assert_close(
+            b.pred_instances.scores,
+            a.pred_instances.scores,
+            rtol=1e-4,
+            atol=1e-5)

@@ -15,6 +15,7 @@ import signal
 import traceback
 
 import pytest
+from helpers import ADAMIXER_CFG, CLASSES
 from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
 from mmengine.config import Config
@@ -22,7 +23,6 @@ from mmengine.runner import Runner
 
 from lors_det.datasets import CheckedCocoDataset
 from lors_det.datasets.checked_coco import DatasetWarning
-from helpers import ADAMIXER_CFG, CLASSES
 
 ANN = 'annotations/instances_train.json'
 
@@ -187,23 +187,25 @@ def test_duplicate_ids(data):
             f"duplicate annotation id {coco['annotations'][0]['id']}")
     good['images'][1]['id'] = good['images'][0]['id']
     _write(root, good)
-    _raises(ValueError, root,
-            f"duplicate image id {good['images'][0]['id']}")
+    _raises(ValueError, root, f"duplicate image id {good['images'][0]['id']}")
 
 
 def test_class_missing_from_categories(data):
     root, _ = data
-    _raises(ValueError, root, "the classes ['hexagon']",
-            "categories: ['circle', 'square', 'triangle']",
-            metainfo=dict(classes=('circle', 'hexagon')))
+    _raises(
+        ValueError,
+        root,
+        "the classes ['hexagon']",
+        "categories: ['circle', 'square', 'triangle']",
+        metainfo=dict(classes=('circle', 'hexagon')))
 
 
 def test_image_without_size(data):
     root, coco = data
     coco['images'][2]['width'] = 0
     _write(root, coco)
-    _raises(ValueError, root, f"image id {coco['images'][2]['id']}",
-            'width=0', 'expected positive numbers')
+    _raises(ValueError, root, f"image id {coco['images'][2]['id']}", 'width=0',
+            'expected positive numbers')
 
 
 # ---------------------------------------------------------------------------
@@ -253,8 +255,11 @@ def test_degenerate_boxes_are_dropped_with_a_warning(data):
     assert all(b['bbox'][2] > b['bbox'][0] and b['bbox'][3] > b['bbox'][1]
                for b in info['instances'])
     # ... or an error, if asked for
-    _raises(ValueError, root, 'degenerate (width or height <= 0): 2 (',
-            degenerate_boxes='error')
+    _raises(
+        ValueError,
+        root,
+        'degenerate (width or height <= 0): 2 (',
+        degenerate_boxes='error')
 
 
 # ---------------------------------------------------------------------------
@@ -314,8 +319,10 @@ def test_dropped_and_clipped_boxes_are_counted_in_one_warning(data):
     _write(root, coco)
     with pytest.warns(DatasetWarning) as record:
         ds = _build(root)
-    msgs = [str(w.message) for w in record
-            if issubclass(w.category, DatasetWarning)]
+    msgs = [
+        str(w.message) for w in record
+        if issubclass(w.category, DatasetWarning)
+    ]
     assert len(msgs) == 1, msgs  # once per dataset
     msg = msgs[0]
     assert str(root / ANN) in msg
@@ -332,16 +339,20 @@ def test_dropped_and_clipped_boxes_are_counted_in_one_warning(data):
     # the boxes mmdet drops are dropped; the partly outside one is kept as
     # it is (Resize clips it). mmdet keeps an image whose boxes were all
     # dropped (then without boxes); filter_empty_gt removes it here.
-    theirs, ours = (
-        {d['img_id']: [i['bbox'] for i in d['instances']]
-         for d in map(dataset.get_data_info, range(len(dataset)))}
-        for dataset in (_build(root, type='CocoDataset'), ds))
+    theirs, ours = ({
+        d['img_id']: [i['bbox'] for i in d['instances']]
+        for d in map(dataset.get_data_info, range(len(dataset)))
+    } for dataset in (_build(root, type='CocoDataset'), ds))
     assert ours == {k: v for k, v in theirs.items() if v}
     assert [50.0, 50.0, 80.0, 60.0] in ours[clipped['image_id']]
     # degenerate_boxes='error': dropped boxes are an error, clipped ones not
-    msg = _raises(ValueError, root, str(root / ANN), 'area <= 0: 1 (',
-                  'narrower or lower than 1 pixel: 7 (',
-                  degenerate_boxes='error')
+    msg = _raises(
+        ValueError,
+        root,
+        str(root / ANN),
+        'area <= 0: 1 (',
+        'narrower or lower than 1 pixel: 7 (',
+        degenerate_boxes='error')
     assert 'partly outside' not in msg
 
 
@@ -356,8 +367,12 @@ def test_train_set_without_usable_boxes(data, case):
         coco['annotations'] = []
         filter_cfg['filter_empty_gt'] = False
     _write(root, coco)
-    _raises(ValueError, root, str(root / ANN),
-            'no usable boxes in the train set', filter_cfg=filter_cfg)
+    _raises(
+        ValueError,
+        root,
+        str(root / ANN),
+        'no usable boxes in the train set',
+        filter_cfg=filter_cfg)
 
 
 @pytest.mark.parametrize('case', ['no_key', 'empty_list'])
@@ -368,17 +383,24 @@ def test_val_set_without_annotations(data, case):
     else:
         coco['annotations'] = []
     _write(root, coco)
-    _raises(ValueError, root, str(root / ANN), 'test_mode=True',
-            'no annotations', 'allow_unannotated=True', test_mode=True)
+    _raises(
+        ValueError,
+        root,
+        str(root / ANN),
+        'test_mode=True',
+        'no annotations',
+        'allow_unannotated=True',
+        test_mode=True)
     # an unlabelled test set (e.g. COCO test-dev), when the config says so
     assert len(_build(root, test_mode=True, allow_unannotated=True)) == 8
 
 
 def test_allow_unannotated_is_a_real_bool(data):
     root, _ = data
-    with pytest.raises(ValueError,
-                       match=r"CheckedCocoDataset.allow_unannotated must be "
-                       r"True or False, got 'no' \(str\)"):
+    with pytest.raises(
+            ValueError,
+            match=r"CheckedCocoDataset.allow_unannotated must be "
+            r"True or False, got 'no' \(str\)"):
         _build(root, test_mode=True, allow_unannotated='no')
 
 
@@ -395,12 +417,11 @@ def _make_unreadable(path, case):
             f.write('not an image, but long enough to have a header')
 
 
-@pytest.mark.parametrize(
-    'case,expected',
-    [('empty_file', 'is empty (0 bytes)'),
-     ('fifo', 'is not a regular file (a FIFO)'),
-     ('directory', 'is not a regular file (a directory)'),
-     ('text', 'does not start like a JPEG, PNG')])
+@pytest.mark.parametrize('case,expected',
+                         [('empty_file', 'is empty (0 bytes)'),
+                          ('fifo', 'is not a regular file (a FIFO)'),
+                          ('directory', 'is not a regular file (a directory)'),
+                          ('text', 'does not start like a JPEG, PNG')])
 def test_unreadable_image_file(data, case, expected):
     root, coco = data
     img = coco['images'][2]
@@ -426,8 +447,9 @@ def test_pipeline_names_the_path_of_an_unreadable_image(data, case):
     ds = _build(root, pipeline=[dict(type='LoadImageFromFile')])
     path = root / 'train' / img['file_name']
     _make_unreadable(path, case)  # damaged after the build
-    idx = next(i for i in range(len(ds))
-               if ds.get_data_info(i)['img_id'] == img['id'])
+    idx = next(
+        i for i in range(len(ds))
+        if ds.get_data_info(i)['img_id'] == img['id'])
     with pytest.raises(Exception) as info:
         ds[idx]
     msg = ''.join(traceback.format_exception_only(info.type, info.value))

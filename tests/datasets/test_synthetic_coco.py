@@ -8,8 +8,8 @@ from collections import Counter
 import cv2
 import numpy as np
 import pytest
-from pycocotools.coco import COCO
 from helpers import REPO_ROOT
+from pycocotools.coco import COCO
 
 from lors_det.datasets import SYNTHETIC_CLASSES, make_synthetic_coco
 
@@ -39,13 +39,13 @@ def test_layout(dataset):
     assert dataset['train_img_dir'] == osp.join(root, 'train')
     assert dataset['val_ann_file'] == osp.join(root, 'annotations',
                                                'instances_val.json')
-    for split, num in (('train', SMALL['num_train']),
-                       ('val', SMALL['num_val'])):
+    for split, num in (('train', SMALL['num_train']), ('val',
+                                                       SMALL['num_val'])):
         coco = load_json(dataset[f'{split}_ann_file'])
         assert len(coco['images']) == num
         for img in coco['images']:
-            assert osp.isfile(osp.join(dataset[f'{split}_img_dir'],
-                                       img['file_name']))
+            assert osp.isfile(
+                osp.join(dataset[f'{split}_img_dir'], img['file_name']))
     assert osp.isfile(osp.join(root, 'train', '000000.png'))
 
 
@@ -74,10 +74,12 @@ def test_train_and_val_differ(dataset):
     train = cv2.imread(osp.join(dataset['train_img_dir'], '000000.png'))
     val = cv2.imread(osp.join(dataset['val_img_dir'], '000000.png'))
     assert not np.array_equal(train, val)
-    train_boxes = [a['bbox'] for a in
-                   load_json(dataset['train_ann_file'])['annotations']]
-    val_boxes = [a['bbox'] for a in
-                 load_json(dataset['val_ann_file'])['annotations']]
+    train_boxes = [
+        a['bbox'] for a in load_json(dataset['train_ann_file'])['annotations']
+    ]
+    val_boxes = [
+        a['bbox'] for a in load_json(dataset['val_ann_file'])['annotations']
+    ]
     assert train_boxes[:len(val_boxes)] != val_boxes
 
 
@@ -113,14 +115,18 @@ def test_empty_and_crowded_images(dataset):
 
 def test_boxes_are_tight(tmp_path):
     """With one shape per image its bright pixels span exactly its box."""
-    paths = make_synthetic_coco(tmp_path, num_train=8, num_val=0,
-                                img_size=(64, 48), min_objects=1,
-                                max_objects=1, empty_ratio=0.0)
+    paths = make_synthetic_coco(
+        tmp_path,
+        num_train=8,
+        num_val=0,
+        img_size=(64, 48),
+        min_objects=1,
+        max_objects=1,
+        empty_ratio=0.0)
     coco = load_json(paths['train_ann_file'])
     assert len(coco['annotations']) == 8
     for img, ann in zip(coco['images'], coco['annotations']):
-        pixels = cv2.imread(osp.join(paths['train_img_dir'],
-                                     img['file_name']))
+        pixels = cv2.imread(osp.join(paths['train_img_dir'], img['file_name']))
         assert pixels.shape == (48, 64, 3)
         ys, xs = np.nonzero(pixels.max(axis=2) > 160)
         x0, y0 = xs.min(), ys.min()
@@ -146,19 +152,23 @@ def test_argument_errors_name_the_field(tmp_path, kwargs, field):
 
 def run_cli(*args):
     result = subprocess.run([sys.executable, CLI, *args],
-                            capture_output=True, text=True, check=True)
+                            capture_output=True,
+                            text=True,
+                            check=True)
     return result.stdout
 
 
 @pytest.mark.slow
 def test_cli_skips_unless_forced_or_changed(tmp_path):
     out = str(tmp_path / 'syn')
-    args = ['--out', out, '--num-train', '4', '--num-val', '2',
-            '--img-size', '32', '--seed', '3', '--max-objects', '2']
+    args = [
+        '--out', out, '--num-train', '4', '--num-val', '2', '--img-size', '32',
+        '--seed', '3', '--max-objects', '2'
+    ]
     assert 'Wrote' in run_cli(*args)
     meta = load_json(osp.join(out, 'meta.json'))
-    assert meta == dict(num_train=4, num_val=2, img_size=32, seed=3,
-                        max_objects=2)
+    assert meta == dict(
+        num_train=4, num_val=2, img_size=32, seed=3, max_objects=2)
     ann = read_bytes(osp.join(out, 'annotations', 'instances_train.json'))
 
     assert 'up to date' in run_cli(*args)
@@ -181,8 +191,8 @@ def test_mmdet_coco_dataset_loads_it(dataset):
         pipeline=[],
         filter_cfg=None)
     assert len(ds) == len(coco['images'])
-    num_instances = sum(len(ds.get_data_info(i)['instances'])
-                        for i in range(len(ds)))
+    num_instances = sum(
+        len(ds.get_data_info(i)['instances']) for i in range(len(ds)))
     assert num_instances == len(coco['annotations'])
     assert osp.isfile(ds.get_data_info(0)['img_path'])
 
@@ -196,8 +206,10 @@ def pixel_and_json_digests(paths):
         ann = read_bytes(paths[f'{split}_ann_file'])
         pixels = hashlib.sha256()
         for img in json.loads(ann)['images']:
-            pixels.update(cv2.imread(osp.join(paths[f'{split}_img_dir'],
-                                              img['file_name'])).tobytes())
+            pixels.update(
+                cv2.imread(
+                    osp.join(paths[f'{split}_img_dir'],
+                             img['file_name'])).tobytes())
         out[split] = (hashlib.sha256(ann).hexdigest(), pixels.hexdigest())
     return out
 
@@ -208,14 +220,15 @@ def test_default_preset_output_is_unchanged(dataset):
     published numbers depend on them. Pixels are compared decoded, so a
     different PNG encoder does not matter."""
     assert pixel_and_json_digests(dataset) == {
-        'train': ('ff95f059f7b90e033bee9c2de8f678de3f2e9318df8c0d6049e49f07'
-                  'a24f4b37',
-                  'd8c028065fd5d95cce1b226766c0c761e9880019be90171497b7e694'
-                  '6ac10bf3'),
-        'val': ('db13fc4baf40106e999bf7abf1151cfa21e2ab1c3603e5a15a5cd00297'
-                '6ad31b',
-                'cae57bdf6772d92a1d85cdd1a7dba584626c8f79191a35a52a06faa9f7'
-                '907c87')}
+        'train':
+        ('ff95f059f7b90e033bee9c2de8f678de3f2e9318df8c0d6049e49f07'
+         'a24f4b37', 'd8c028065fd5d95cce1b226766c0c761e9880019be90171497b7e694'
+         '6ac10bf3'),
+        'val':
+        ('db13fc4baf40106e999bf7abf1151cfa21e2ab1c3603e5a15a5cd00297'
+         '6ad31b', 'cae57bdf6772d92a1d85cdd1a7dba584626c8f79191a35a52a06faa9f7'
+         '907c87')
+    }
 
 
 HARD_SMALL = dict(num_train=16, num_val=2, preset='hard')
@@ -253,8 +266,7 @@ def test_hard_preset_properties(hard):
     assert {n.split('_')[0] for n in names} == {'red', 'green', 'blue'}
     assert {n.split('_')[1] for n in names} == set(SYNTHETIC_CLASSES)
     assert coco['info']['description'].endswith('(hard preset)')
-    assert all((i['width'], i['height']) == (256, 256)
-               for i in coco['images'])
+    assert all((i['width'], i['height']) == (256, 256) for i in coco['images'])
     anns = coco['annotations']
     assert len({a['category_id'] for a in anns}) == 9
     sides = [max(a['bbox'][2:]) for a in anns]
@@ -280,8 +292,11 @@ def test_hard_preset_properties(hard):
 def hue_mask(pixels, hues, jitter=10):
     """Bright, saturated pixels with a hue within ``jitter`` of ``hues``."""
     hsv = cv2.cvtColor(pixels, cv2.COLOR_BGR2HSV).astype(int)
-    gap = np.min([np.minimum(abs(hsv[..., 0] - h), 180 - abs(hsv[..., 0] - h))
-                  for h in hues], axis=0)
+    gap = np.min([
+        np.minimum(abs(hsv[..., 0] - h), 180 - abs(hsv[..., 0] - h))
+        for h in hues
+    ],
+                 axis=0)
     return (gap <= jitter) & (hsv[..., 1] >= 120) & (hsv[..., 2] >= 120)
 
 
@@ -311,22 +326,26 @@ def test_hard_preset_colour_names_the_class(tmp_path, monkeypatch):
     from lors_det.datasets import synthetic_coco
     monkeypatch.setattr(synthetic_coco, 'HARD_MAX_CLUTTER_SHAPES', 0)
     monkeypatch.setattr(synthetic_coco, 'HARD_MAX_LINES', 0)
-    paths = make_synthetic_coco(tmp_path, num_train=12, num_val=0,
-                                min_objects=1, max_objects=1, empty_ratio=0.0,
-                                preset='hard')
+    paths = make_synthetic_coco(
+        tmp_path,
+        num_train=12,
+        num_val=0,
+        min_objects=1,
+        max_objects=1,
+        empty_ratio=0.0,
+        preset='hard')
     coco = load_json(paths['train_ann_file'])
     hues = dict(red=0, green=60, blue=120)  # OpenCV hues, not the module's
     names = {c['id']: c['name'] for c in coco['categories']}
     assert len(coco['annotations']) == 12
     for img, ann in zip(coco['images'], coco['annotations']):
-        pixels = cv2.imread(osp.join(paths['train_img_dir'],
-                                     img['file_name']))
+        pixels = cv2.imread(osp.join(paths['train_img_dir'], img['file_name']))
         x, y, w, h = map(int, ann['bbox'])
         box = pixels[y:y + h, x:x + w]
         colour = names[ann['category_id']].split('_')[0]
         own = hue_mask(box, [hues[colour]]).mean()
-        others = max(hue_mask(box, [v]).mean() for k, v in hues.items()
-                     if k != colour)
+        others = max(
+            hue_mask(box, [v]).mean() for k, v in hues.items() if k != colour)
         assert own > 0.3 and others < 0.05, (ann, own, others)
 
 
@@ -343,7 +362,11 @@ def test_cli_hard_preset(tmp_path):
                      '--num-val', '1')
     assert 'Wrote' in stdout
     assert load_json(osp.join(out, 'meta.json')) == dict(
-        num_train=2, num_val=1, img_size=256, seed=0, max_objects=12,
+        num_train=2,
+        num_val=1,
+        img_size=256,
+        seed=0,
+        max_objects=12,
         preset='hard')
     coco = load_json(osp.join(out, 'annotations', 'instances_val.json'))
     assert len(coco['categories']) == 9

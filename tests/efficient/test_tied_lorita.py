@@ -1,7 +1,7 @@
 import pytest
 import torch
-
 from helpers import assert_xavier_uniform
+
 from lors_det.efficient import LoRITaLinear, rank_for_energy, svd_truncate
 from lors_det.models.layers import FFN
 
@@ -22,8 +22,8 @@ def test_tied_ffn_halves_weights_and_grad_flows_from_both_uses():
         tied.tied.bias2.normal_()
     x = torch.randn(3, 16)
     W = tied.tied.weight
-    up = torch.autograd.grad(
-        torch.relu(x @ W.t() + tied.tied.bias1).sum(), W)[0]
+    up = torch.autograd.grad(torch.relu(x @ W.t() + tied.tied.bias1).sum(),
+                             W)[0]
     full = torch.autograd.grad(tied(x).sum(), W)[0]
     # the gradient is the sum of both uses, so it differs from either alone
     assert up.abs().sum() > 0 and not torch.allclose(full, up)
@@ -34,8 +34,7 @@ def test_tied_ffn_halves_weights_and_grad_flows_from_both_uses():
 
 def test_lorita_fold_is_exact_and_compress_full_rank_is_exact():
     layer = LoRITaLinear(12, 8, num_factors=3)
-    assert [tuple(w.shape) for w in layer.factors] == [(8, 12), (8, 8),
-                                                       (8, 8)]
+    assert [tuple(w.shape) for w in layer.factors] == [(8, 12), (8, 8), (8, 8)]
     x = torch.randn(5, 12)
     y = layer(x)
     torch.testing.assert_close(y, x @ layer.fold().t() + layer.bias)
@@ -104,13 +103,19 @@ def test_lorita_bias_init_and_factor_chain_checks():
 
 def test_load_adopts_only_factors_numbered_from_zero_without_gaps():
     layer = LoRITaLinear(16, 8, num_factors=3)
-    state = {'factors.0': torch.zeros(3, 16), 'factors.1': torch.zeros(8, 3),
-             'bias': torch.zeros(8)}
+    state = {
+        'factors.0': torch.zeros(3, 16),
+        'factors.1': torch.zeros(8, 3),
+        'bias': torch.zeros(8)
+    }
     layer.load_state_dict(state)  # a compressed chain: adopted
     assert [tuple(f.shape) for f in layer.factors] == [(3, 16), (8, 3)]
     layer = LoRITaLinear(16, 8, num_factors=3)
-    gap = {'factors.0': torch.zeros(3, 16), 'factors.2': torch.zeros(8, 3),
-           'bias': torch.zeros(8)}
+    gap = {
+        'factors.0': torch.zeros(3, 16),
+        'factors.2': torch.zeros(8, 3),
+        'bias': torch.zeros(8)
+    }
     with pytest.raises(RuntimeError, match='Missing key.*factors.1'):
         layer.load_state_dict(gap)  # the usual error, not a KeyError
     assert len(layer.factors) == 3

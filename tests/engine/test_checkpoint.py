@@ -58,12 +58,13 @@ def test_mmengine_checkpoint_loads_without_full_unpickle(mmengine_ckpt):
 def test_plain_state_dict_and_numpy_meta_load(tmp_path):
     path = tmp_path / 'plain.pth'
     torch.save({'w': torch.arange(3.)}, path)
-    assert torch.equal(_no_warnings(load_checkpoint_file, path)['w'],
-                       torch.arange(3.))
+    assert torch.equal(
+        _no_warnings(load_checkpoint_file, path)['w'], torch.arange(3.))
     path = tmp_path / 'numpy_meta.pth'
     torch.save(
-        dict(state_dict={'w': torch.ones(1)},
-             meta=dict(seed=np.int64(3), arr=np.arange(2))), path)
+        dict(
+            state_dict={'w': torch.ones(1)},
+            meta=dict(seed=np.int64(3), arr=np.arange(2))), path)
     meta = _no_warnings(load_checkpoint_file, path)['meta']
     assert meta['seed'] == 3 and meta['arr'].tolist() == [0, 1]
 
@@ -147,7 +148,8 @@ def test_corrupt_file_error_names_the_file(mmengine_ckpt, tmp_path, kind):
 
 def test_truncated_legacy_format_file(tmp_path):
     path = str(tmp_path / 'legacy.pth')
-    torch.save({'w': torch.ones(100)}, path,
+    torch.save({'w': torch.ones(100)},
+               path,
                _use_new_zipfile_serialization=False)
     assert load_checkpoint_file(path)['w'].shape == (100, )
     with open(path, 'rb') as f:
@@ -224,18 +226,19 @@ def test_the_check_neither_copies_nor_changes_the_model(monkeypatch):
 
     def refuse(*args, **kwargs):
         raise AssertionError('the check copied or loaded the model')
+
     monkeypatch.setattr(copy, 'deepcopy', refuse)
     monkeypatch.setattr(model, 'load_state_dict', refuse)
     ckpt = dict(state_dict=state, meta=dict(cfg='mixing = dict(lorsa=None'))
     check_checkpoint(model, ckpt, 'x.pth')  # fits
     state['decoder.mixing.out_proj.shared_weight'] = torch.zeros(3, 3)
-    with pytest.raises(CheckpointMismatchError,
-                       match=r'1 have another shape, e.g. decoder.mixing.'
-                       r'out_proj.shared_weight: checkpoint \(3, 3\)'):
+    with pytest.raises(
+            CheckpointMismatchError,
+            match=r'1 have another shape, e.g. decoder.mixing.'
+            r'out_proj.shared_weight: checkpoint \(3, 3\)'):
         check_checkpoint(model, ckpt, 'x.pth')
     state['decoder.mixing.out_proj.shared_weight'] = torch.zeros(
-        model.decoder.mixing.out_proj.shared_weight.shape,
-        dtype=torch.float64)
+        model.decoder.mixing.out_proj.shared_weight.shape, dtype=torch.float64)
     with pytest.raises(CheckpointMismatchError, match='another dtype'):
         check_checkpoint(model, ckpt, 'x.pth')
 
@@ -251,10 +254,13 @@ def test_tools_fail_fast_on_truncated_checkpoint(mmengine_ckpt, tiny_config,
         data = f.read()
     with open(bad, 'wb') as f:
         f.write(data[:len(data) // 3])
-    for cmd in ([sys.executable, TEST, tiny_config, bad, '--work-dir',
-                 str(tmp_path / 'test')],
-                [sys.executable, TRAIN, tiny_config, '--resume', bad,
-                 '--work-dir', str(tmp_path / 'train')]):
+    for cmd in ([
+            sys.executable, TEST, tiny_config, bad, '--work-dir',
+            str(tmp_path / 'test')
+    ], [
+            sys.executable, TRAIN, tiny_config, '--resume', bad, '--work-dir',
+            str(tmp_path / 'train')
+    ]):
         proc = run(cmd, check=False)
         assert proc.returncode != 0
         assert f"checkpoint file '{bad}' is truncated or corrupt" in \
@@ -271,7 +277,8 @@ def test_test_tool_refuses_checkpoint_of_another_architecture(
     proc = run([
         sys.executable, TEST, tiny_lors_config, ckpt, '--work-dir',
         str(tmp_path)
-    ], check=False)
+    ],
+               check=False)
     assert proc.returncode != 0
     assert f"checkpoint file '{ckpt}' does not fit the model built from " \
         f"'{tiny_lors_config}'" in proc.stdout

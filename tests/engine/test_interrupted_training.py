@@ -21,6 +21,7 @@ import sys
 import pytest
 import torch
 import torch.nn as nn
+from helpers import CKPT_INTERVAL, MAX_ITERS, TRAIN, losses_by_run, run
 from mmengine.evaluator import BaseMetric, Evaluator
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
@@ -29,7 +30,6 @@ from torch.utils.data import Dataset
 
 from lors_det.engine.checkpoint import CheckpointError, load_checkpoint_file
 from lors_det.engine.fileio import PARTIAL_SUFFIX, atomic_write_bytes
-from helpers import CKPT_INTERVAL, MAX_ITERS, TRAIN, losses_by_run, run
 
 LOSS_RTOL = 1e-5
 
@@ -52,8 +52,7 @@ def test_kill_during_checkpoint_write_keeps_previous_checkpoint(
     ckpt = load_checkpoint_file(prev)
     assert ckpt['meta']['iter'] == CKPT_INTERVAL
     # and the killed run got as far as logging iteration MAX_ITERS
-    assert sorted(losses_by_run(work_dir)[0]) == list(
-        range(1, MAX_ITERS + 1))
+    assert sorted(losses_by_run(work_dir)[0]) == list(range(1, MAX_ITERS + 1))
 
 
 @pytest.mark.slow
@@ -62,8 +61,7 @@ def test_resume_after_kill_matches_uninterrupted_run(interrupted_run,
                                                      tiny_config):
     work_dir = interrupted_run['work_dir']
     proc = run([
-        sys.executable, TRAIN, tiny_config, '--work-dir', work_dir,
-        '--resume'
+        sys.executable, TRAIN, tiny_config, '--work-dir', work_dir, '--resume'
     ])
     assert f'resumed epoch: 0, iter: {CKPT_INTERVAL}' in proc.stdout
     # the partial file of the killed save was cleaned up
@@ -80,13 +78,15 @@ def test_resume_after_kill_matches_uninterrupted_run(interrupted_run,
                 (it, key)
 
     a = load_checkpoint_file(osp.join(work_dir, f'iter_{MAX_ITERS}.pth'))
-    b = load_checkpoint_file(
-        osp.join(reference_run, f'iter_{MAX_ITERS}.pth'))
+    b = load_checkpoint_file(osp.join(reference_run, f'iter_{MAX_ITERS}.pth'))
     assert a['meta']['iter'] == b['meta']['iter'] == MAX_ITERS
     assert a['state_dict'].keys() == b['state_dict'].keys()
     for k in b['state_dict']:
         torch.testing.assert_close(
-            a['state_dict'][k], b['state_dict'][k], rtol=1e-4, atol=1e-6,
+            a['state_dict'][k],
+            b['state_dict'][k],
+            rtol=1e-4,
+            atol=1e-6,
             msg=k)
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
         assert f.read() == osp.join(work_dir, f'iter_{MAX_ITERS}.pth')
@@ -184,8 +184,12 @@ class FaultAtSave(Hook):
             self.mp.setattr(builtins, 'open', patched)
 
 
-def _toy_runner(work_dir, hook_type, custom_hooks=(), save_best=None,
-                max_keep_ckpts=1, max_iters=4):
+def _toy_runner(work_dir,
+                hook_type,
+                custom_hooks=(),
+                save_best=None,
+                max_keep_ckpts=1,
+                max_iters=4):
     val = {}
     if save_best:
         val = dict(
@@ -271,9 +275,10 @@ def test_best_checkpoint_survives_failed_save_of_new_best(
     IterMetric.calls = 0
     runner = _toy_runner(
         tmp_path,
-        'AtomicCheckpointHook',
-        [FaultAtSave(monkeypatch, f'best_acc_iter_{MAX_ITERS}.pth',
-                     'disk_full')],
+        'AtomicCheckpointHook', [
+            FaultAtSave(monkeypatch, f'best_acc_iter_{MAX_ITERS}.pth',
+                        'disk_full')
+        ],
         save_best='acc')
     with pytest.raises(OSError):
         runner.train()
@@ -289,7 +294,10 @@ def test_atomic_hook_keeps_mmengine_behaviour(tmp_path):
     checkpoint, last_checkpoint pointer), all loadable."""
     IterMetric.calls = 0
     _toy_runner(
-        tmp_path, 'AtomicCheckpointHook', save_best='acc', max_keep_ckpts=1,
+        tmp_path,
+        'AtomicCheckpointHook',
+        save_best='acc',
+        max_keep_ckpts=1,
         max_iters=3 * CKPT_INTERVAL).train()
     last = 3 * CKPT_INTERVAL
     ckpts = sorted(f for f in os.listdir(tmp_path) if f.endswith('.pth'))
@@ -299,8 +307,7 @@ def test_atomic_hook_keeps_mmengine_behaviour(tmp_path):
     assert all(_loadable(osp.join(tmp_path, f)) == last for f in ckpts)
 
 
-def test_atomic_write_bytes_failure_leaves_old_content(tmp_path,
-                                                       monkeypatch):
+def test_atomic_write_bytes_failure_leaves_old_content(tmp_path, monkeypatch):
     path = tmp_path / 'file.bin'
     atomic_write_bytes(path, b'old content')
 

@@ -18,7 +18,8 @@ import os.path as osp
 import pytest
 import torch
 import torch.nn as nn
-from helpers import SYNTHETIC, build_model, make_batch
+from helpers import (CKPT_INTERVAL, SYNTHETIC, build_model, losses_by_run,
+                     make_batch)
 from mmdet.registry import MODELS
 from mmengine.config import Config
 from mmengine.hooks import Hook
@@ -28,7 +29,6 @@ from mmengine.runner import Runner
 
 from lors_det.engine import NonFiniteCheckOptimWrapper, NonFiniteLossError
 from lors_det.models.detectors.adamixer import AdaMixer
-from helpers import CKPT_INTERVAL, losses_by_run
 
 NAN_KEY = 's1.loss_bbox'
 
@@ -69,13 +69,22 @@ class Snapshot(Hook):
     def before_train_iter(self, runner, batch_idx, data_batch=None):
         self.before[runner.iter + 1] = self._take(runner)
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None):
         self.after[runner.iter + 1] = self._take(runner)
 
 
-def _runner(tiny_config, work_dir, nan_at, on_non_finite, max_iters=3,
-            hooks=(), lr=None, **wrapper_options):
+def _runner(tiny_config,
+            work_dir,
+            nan_at,
+            on_non_finite,
+            max_iters=3,
+            hooks=(),
+            lr=None,
+            **wrapper_options):
     cfg = Config.fromfile(tiny_config)
     cfg.model.type = 'NaNInjectAdaMixer'
     cfg.model.nan_at = list(nan_at)
@@ -129,8 +138,7 @@ def test_nan_loss_stops_the_run_naming_key_and_iteration(
     # the message is in the run's log file, and no iteration after the NaN
     # was logged
     assert f'{NAN_KEY}=nan' in _log_text(tmp_path)
-    assert sorted(losses_by_run(str(tmp_path))[0]) == list(
-        range(1, nan_iter))
+    assert sorted(losses_by_run(str(tmp_path))[0]) == list(range(1, nan_iter))
 
 
 def test_skip_option_leaves_weights_unchanged_for_that_step(
@@ -173,7 +181,10 @@ class PoisonPredictions(Hook):
             self.handle = fc_cls.register_forward_hook(
                 lambda module, args, out: out * float('nan'))
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None):
         if self.handle is not None:
             self.handle.remove()
@@ -201,8 +212,11 @@ def test_diverging_training_stops_naming_stage_and_iteration(
 def test_non_finite_predictions_skip_leaves_weights_unchanged(
         tiny_config, tmp_path):
     snap = Snapshot()
-    runner = _runner(tiny_config, tmp_path, [], 'skip',
-                     hooks=[PoisonPredictions(stage=1, at=[2]), snap])
+    runner = _runner(
+        tiny_config,
+        tmp_path, [],
+        'skip',
+        hooks=[PoisonPredictions(stage=1, at=[2]), snap])
     runner.train()  # completes
     p0, s0 = snap.before[2]
     p1, s1 = snap.after[2]
@@ -221,11 +235,15 @@ def test_non_finite_predictions_skip_leaves_weights_unchanged(
 
 def test_non_finite_prediction_skips_count_towards_the_limit(
         tiny_config, tmp_path):
-    runner = _runner(tiny_config, tmp_path, [], 'skip', max_iters=5,
-                     max_consecutive_skips=2,
-                     hooks=[PoisonPredictions(stage=0, at=[2, 3, 4])])
-    with pytest.raises(NonFiniteLossError,
-                       match='max_consecutive_skips=2') as info:
+    runner = _runner(
+        tiny_config,
+        tmp_path, [],
+        'skip',
+        max_iters=5,
+        max_consecutive_skips=2,
+        hooks=[PoisonPredictions(stage=0, at=[2, 3, 4])])
+    with pytest.raises(
+            NonFiniteLossError, match='max_consecutive_skips=2') as info:
         runner.train()
     assert 'Non-finite predictions at train iteration 4: decoder stage 0' \
         in str(info.value)
@@ -235,13 +253,14 @@ def test_non_finite_prediction_skips_count_towards_the_limit(
 def test_decoder_names_the_stage_and_the_tensor():
     from lors_det.models import NonFinitePredictionError
     torch.manual_seed(0)
-    model = build_model(SYNTHETIC['adamixer'], num_stages=2,
-                        stage_loss_weights=[1.0, 1.0])
+    model = build_model(
+        SYNTHETIC['adamixer'], num_stages=2, stage_loss_weights=[1.0, 1.0])
     model.decoder.stages[1].fc_reg.register_forward_hook(
         lambda module, args, out: out * float('inf'))
     inputs, samples = make_batch(num_gts=(2, 1))
-    with pytest.raises(NonFinitePredictionError,
-                       match=r'decoder stage 1 .*boxes') as info:
+    with pytest.raises(
+            NonFinitePredictionError,
+            match=r'decoder stage 1 .*boxes') as info:
         model.loss(inputs, samples)
     assert 'cls logits' not in str(info.value)
     # the optim wrapper's context: reported there, a NaN loss instead
@@ -294,8 +313,9 @@ def test_nan_gradient_with_finite_loss_is_caught_naming_the_parameter():
     model = Toy()
     model.linear.weight.register_hook(lambda g: g * float('nan'))
     before = _params(model)
-    with pytest.raises(NonFiniteLossError,
-                       match=r'non-finite gradients in linear\.weight'):
+    with pytest.raises(
+            NonFiniteLossError,
+            match=r'non-finite gradients in linear\.weight'):
         model.train_step(_data(), _wrapper(model))
     _assert_tensors_equal(before, _params(model), 'params')
 
@@ -331,8 +351,8 @@ def test_skip_then_recover_and_consecutive_limit():
 def test_skip_refuses_when_batchnorm_statistics_are_poisoned():
     model = Toy(bn=True)
     with pytest.raises(NonFiniteLossError, match=r'bn\.running_mean'):
-        model.train_step(_data(float('nan')), _wrapper(
-            model, on_non_finite='skip'))
+        model.train_step(
+            _data(float('nan')), _wrapper(model, on_non_finite='skip'))
 
 
 def test_invalid_option_names_the_field():
@@ -345,9 +365,10 @@ def test_invalid_option_names_the_field():
 @pytest.mark.parametrize('value', ['no', 0, 1, None])
 def test_check_grads_is_a_real_bool(value):
     """``check_grads='no'`` used to count as True (``bool('no')``)."""
-    with pytest.raises(ValueError,
-                       match=r"optim_wrapper.check_grads must be True or "
-                       r"False, got .*\("):
+    with pytest.raises(
+            ValueError,
+            match=r"optim_wrapper.check_grads must be True or "
+            r"False, got .*\("):
         _wrapper(Toy(), check_grads=value)
     assert _wrapper(Toy(), check_grads=False).check_grads is False
 
@@ -390,5 +411,7 @@ def test_amp_keeps_the_guard_and_its_options(tiny_config, fake_cuda):
     # any other wrapper type becomes mmengine's AmpOptimWrapper, as in mmdet
     other = dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1))
     to_amp(other)
-    assert other == dict(type='AmpOptimWrapper', loss_scale='dynamic',
-                         optimizer=dict(type='SGD', lr=0.1))
+    assert other == dict(
+        type='AmpOptimWrapper',
+        loss_scale='dynamic',
+        optimizer=dict(type='SGD', lr=0.1))

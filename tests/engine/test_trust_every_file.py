@@ -74,9 +74,10 @@ def _with_pickle(tmp_path, name, payload: bytes) -> str:
 def test_build_on_a_class_is_refused(tmp_path):
     """A pickle that applies BUILD to ``collections.Counter`` would replace
     ``Counter.__contains__`` for the whole process."""
-    patch = (b'\x80\x02ccollections\nCounter\n'  # the class itself
-             b'N}X\x0c\x00\x00\x00__contains__cbuiltins\nset\ns\x86'
-             b'b0')  # BUILD with (None, {'__contains__': set}), POP
+    patch = (
+        b'\x80\x02ccollections\nCounter\n'  # the class itself
+        b'N}X\x0c\x00\x00\x00__contains__cbuiltins\nset\ns\x86'
+        b'b0')  # BUILD with (None, {'__contains__': set}), POP
     path = _with_pickle(tmp_path, 'patch.pth', patch + b'}.')
     before = collections.Counter.__contains__
     with pytest.raises(UntrustedCheckpointError, match='BUILD') as info:
@@ -132,19 +133,26 @@ def test_test_tool_follows_its_advice_to_trust(reference_run, tiny_config,
                                                tmp_path):
     """The refusal tells users to set the variable; doing so works."""
     import argparse
-    ckpt = load_checkpoint_file(osp.join(reference_run,
-                                         f'iter_{MAX_ITERS}.pth'))
+    ckpt = load_checkpoint_file(
+        osp.join(reference_run, f'iter_{MAX_ITERS}.pth'))
     ckpt['meta']['args'] = argparse.Namespace(note='needs a full unpickle')
     path = str(tmp_path / 'with_namespace.pth')
     torch.save(ckpt, path)
-    cmd = [sys.executable, TEST, tiny_config, path, '--work-dir',
-           str(tmp_path / 'test')]
+    cmd = [
+        sys.executable, TEST, tiny_config, path, '--work-dir',
+        str(tmp_path / 'test')
+    ]
     refused = run(cmd, check=False)
     assert refused.returncode != 0
     assert f'{TRUST_ENV}=1' in refused.stdout
     env = dict(os.environ, **{TRUST_ENV: '1'})
-    trusted = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                             timeout=300, cwd=REPO_ROOT)
+    trusted = subprocess.run(
+        cmd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT)
     assert trusted.returncode == 0, trusted.stdout[-2000:] + trusted.stderr
     assert 'coco/bbox_mAP' in trusted.stdout + trusted.stderr
 
@@ -164,8 +172,9 @@ def _state(model):
 def test_non_tensor_values_are_refused(small_model):
     state = _state(small_model)
     state['0.weight'] = state['0.weight'].numpy()
-    with pytest.raises(CheckpointMismatchError,
-                       match=r'not tensors, e.g. 0.weight \(ndarray\)'):
+    with pytest.raises(
+            CheckpointMismatchError,
+            match=r'not tensors, e.g. 0.weight \(ndarray\)'):
         check_state_dict(small_model, state, 'x.pth')
 
 
@@ -173,23 +182,26 @@ def test_non_tensor_values_are_refused(small_model):
 def test_non_finite_weights_are_refused(small_model, bad):
     state = _state(small_model)
     state['0.bias'][0] = bad
-    with pytest.raises(CheckpointMismatchError,
-                       match=r"'x.pth' has NaN or infinite values in 1 "
-                       r'weights, e.g. 0.bias'):
+    with pytest.raises(
+            CheckpointMismatchError,
+            match=r"'x.pth' has NaN or infinite values in 1 "
+            r'weights, e.g. 0.bias'):
         check_state_dict(small_model, state, 'x.pth', require_all=False)
 
 
 def test_dtype_and_shape_mismatch_are_refused(small_model):
     state = _state(small_model)
     state['0.weight'] = state['0.weight'].double()
-    with pytest.raises(CheckpointMismatchError,
-                       match='0.weight: checkpoint torch.float64 vs model '
-                       'torch.float32'):
+    with pytest.raises(
+            CheckpointMismatchError,
+            match='0.weight: checkpoint torch.float64 vs model '
+            'torch.float32'):
         check_state_dict(small_model, state, 'x.pth')
     state = _state(small_model)
     state['0.bias'] = torch.zeros(5)
-    with pytest.raises(CheckpointMismatchError,
-                       match=r'0.bias: checkpoint \(5,\) vs model \(2,\)'):
+    with pytest.raises(
+            CheckpointMismatchError,
+            match=r'0.bias: checkpoint \(5,\) vs model \(2,\)'):
         check_state_dict(small_model, state, 'x.pth', require_all=False)
 
 
@@ -204,8 +216,8 @@ def test_missing_weights_only_refused_when_all_are_required(small_model):
 @pytest.mark.slow
 def test_tools_refuse_nan_and_numpy_weights(reference_run, tiny_config,
                                             tmp_path):
-    ckpt = load_checkpoint_file(osp.join(reference_run,
-                                         f'iter_{MAX_ITERS}.pth'))
+    ckpt = load_checkpoint_file(
+        osp.join(reference_run, f'iter_{MAX_ITERS}.pth'))
     key = next(k for k, v in ckpt['state_dict'].items()
                if v.is_floating_point())
     nan = dict(ckpt, state_dict=dict(ckpt['state_dict']))
@@ -213,21 +225,24 @@ def test_tools_refuse_nan_and_numpy_weights(reference_run, tiny_config,
                                              float('nan'))
     nan_path = str(tmp_path / 'nan.pth')
     torch.save(nan, nan_path)
-    as_numpy = dict(ckpt, state_dict={k: v.numpy() for k, v in
-                                      ckpt['state_dict'].items()})
+    as_numpy = dict(
+        ckpt, state_dict={k: v.numpy()
+                          for k, v in ckpt['state_dict'].items()})
     np_path = str(tmp_path / 'numpy.pth')
     torch.save(as_numpy, np_path)
     cases = [
         ([TEST, tiny_config, nan_path], f'NaN or infinite values in 1 '
          f'weights, e.g. {key}'),
         ([TEST, tiny_config, np_path], 'not tensors'),
-        ([TRAIN, tiny_config, '--cfg-options', f'load_from={nan_path}'],
-         'NaN or infinite'),
+        ([TRAIN, tiny_config, '--cfg-options',
+          f'load_from={nan_path}'], 'NaN or infinite'),
         ([TRAIN, tiny_config, '--resume', nan_path], 'NaN or infinite'),
     ]
     for i, (cmd, expected) in enumerate(cases):
-        proc = run([sys.executable] + cmd +
-                   ['--work-dir', str(tmp_path / f'w{i}')], check=False)
+        proc = run(
+            [sys.executable] + cmd +
+            ['--work-dir', str(tmp_path / f'w{i}')],
+            check=False)
         assert proc.returncode != 0, cmd
         assert expected in proc.stdout, (cmd, proc.stdout[-2000:])
         assert 'Iter(' not in proc.stdout  # nothing ran
@@ -250,8 +265,8 @@ def test_check_outputs(tmp_path):
     with pytest.raises(OutputPathError, match='exists; pass --force'):
         check_outputs(dict(DST=str(existing)), dict(SRC=str(src)))
     check_outputs(dict(DST=str(existing)), dict(SRC=str(src)), force=True)
-    check_outputs(dict(DST=str(tmp_path / 'new' / 'out.pth')),
-                  dict(SRC=str(src)))
+    check_outputs(
+        dict(DST=str(tmp_path / 'new' / 'out.pth')), dict(SRC=str(src)))
 
 
 def test_free_space_is_checked_before_writing(tmp_path, monkeypatch):
@@ -284,7 +299,8 @@ def test_converters_never_write_over_their_inputs(reference_run, tiny_config,
         [_converter('adamixer_to_lors_det.py'), ckpt, ckpt],
         [_converter('lors_merge.py'), cfg, ckpt, ckpt],
         # the deploy config would be model.py, the input config
-        [_converter('lors_merge.py'), cfg, ckpt, str(tmp_path / 'model.pth')],
+        [_converter('lors_merge.py'), cfg, ckpt,
+         str(tmp_path / 'model.pth')],
         [_converter('lorita_compress.py'), cfg, ckpt, ckpt, '--rank', '2'],
     ]
     for cmd in cases:
@@ -302,8 +318,7 @@ def test_converters_never_write_over_their_inputs(reference_run, tiny_config,
 # resume never restarts over existing work
 # ---------------------------------------------------------------------------
 def _fake_ckpt(path, it):
-    torch.save(dict(meta=dict(iter=it), state_dict={'w': torch.ones(1)}),
-               path)
+    torch.save(dict(meta=dict(iter=it), state_dict={'w': torch.ones(1)}), path)
 
 
 def test_resume_choice(tmp_path):
@@ -318,12 +333,12 @@ def test_resume_choice(tmp_path):
     # empty, and stale (names a file that is gone)
     pointer = tmp_path / 'last_checkpoint'
     pointer.write_text('')
-    assert find_resume_checkpoint(str(tmp_path), logs.append)[0].endswith(
-        'iter_4.pth')
+    assert find_resume_checkpoint(str(tmp_path),
+                                  logs.append)[0].endswith('iter_4.pth')
     assert 'is empty' in logs[-1]
     pointer.write_text(str(tmp_path / 'iter_6.pth'))
-    assert find_resume_checkpoint(str(tmp_path), logs.append)[0].endswith(
-        'iter_4.pth')
+    assert find_resume_checkpoint(str(tmp_path),
+                                  logs.append)[0].endswith('iter_4.pth')
     assert 'iter_6.pth' in logs[-1]
     # the newest is damaged: the one before it, saying so
     (tmp_path / 'iter_4.pth').write_bytes(b'PK\x03\x04 half')
@@ -342,8 +357,10 @@ def test_fresh_start_over_checkpoints_is_refused(tmp_path, tiny_config):
     _fake_ckpt(tmp_path / 'iter_2.pth', 2)
     with pytest.raises(ResumeError, match='already holds checkpoints'):
         refuse_fresh_start(str(tmp_path))
-    proc = run([sys.executable, TRAIN, tiny_config, '--work-dir',
-                str(tmp_path)], check=False)
+    proc = run(
+        [sys.executable, TRAIN, tiny_config, '--work-dir',
+         str(tmp_path)],
+        check=False)
     assert proc.returncode != 0
     assert 'Pass --resume to continue' in proc.stdout
     assert (tmp_path / 'iter_2.pth').stat().st_size > 0
@@ -356,11 +373,15 @@ def test_resume_without_last_checkpoint_continues_from_the_newest(
     work_dir = tmp_path / 'run'
     shutil.copytree(reference_run, work_dir)
     os.remove(work_dir / 'last_checkpoint')
-    ckpts = {f: (work_dir / f).read_bytes()
-             for f in os.listdir(work_dir) if f.endswith('.pth')}
+    ckpts = {
+        f: (work_dir / f).read_bytes()
+        for f in os.listdir(work_dir) if f.endswith('.pth')
+    }
     assert set(ckpts) == {'iter_2.pth', f'iter_{MAX_ITERS}.pth'}
-    proc = run([sys.executable, TRAIN, tiny_config, '--work-dir',
-                str(work_dir), '--resume'])
+    proc = run([
+        sys.executable, TRAIN, tiny_config, '--work-dir',
+        str(work_dir), '--resume'
+    ])
     assert f'resuming from {work_dir}/iter_{MAX_ITERS}.pth' in proc.stdout
     assert f'resumed epoch: 0, iter: {MAX_ITERS}' in proc.stdout
     assert 'resumed from None' not in proc.stdout
@@ -387,13 +408,14 @@ def test_work_dir_lock(tmp_path):
 
 
 @pytest.mark.slow
-def test_second_run_in_a_live_work_dir_refuses_to_start(tmp_path,
-                                                        tiny_config):
+def test_second_run_in_a_live_work_dir_refuses_to_start(tmp_path, tiny_config):
     import socket
-    (tmp_path / WorkDirLock.NAME).write_text(
-        f'{os.getpid()} {socket.gethostname()}')
-    proc = run([sys.executable, TRAIN, tiny_config, '--work-dir',
-                str(tmp_path)], check=False)
+    (tmp_path /
+     WorkDirLock.NAME).write_text(f'{os.getpid()} {socket.gethostname()}')
+    proc = run(
+        [sys.executable, TRAIN, tiny_config, '--work-dir',
+         str(tmp_path)],
+        check=False)
     assert proc.returncode != 0
     assert 'is in use by another run' in proc.stdout
     assert sorted(os.listdir(tmp_path)) == [WorkDirLock.NAME]
@@ -403,8 +425,11 @@ def test_second_run_in_a_live_work_dir_refuses_to_start(tmp_path,
 def test_amp_without_cuda_is_one_clear_line(tmp_path, tiny_config):
     if torch.cuda.is_available():
         pytest.skip('this machine has CUDA: --amp is valid here')
-    proc = run([sys.executable, TRAIN, tiny_config, '--amp', '--work-dir',
-                str(tmp_path)], check=False)
+    proc = run([
+        sys.executable, TRAIN, tiny_config, '--amp', '--work-dir',
+        str(tmp_path)
+    ],
+               check=False)
     assert proc.returncode != 0
     assert 'error: --amp needs a CUDA GPU' in proc.stdout
     assert 'Traceback' not in proc.stdout

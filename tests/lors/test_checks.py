@@ -37,8 +37,9 @@ def test_number_and_bool_checks():
 def test_check_keys():
     assert check_keys('cfg', None, ['a']) == {}
     assert check_keys('cfg', dict(a=1), ['a', 'b']) == dict(a=1)
-    with pytest.raises(TypeError, match="cfg: unknown key 'c'; accepted: "
-                                        "'a', 'b'"):
+    with pytest.raises(
+            TypeError, match="cfg: unknown key 'c'; accepted: "
+            "'a', 'b'"):
         check_keys('cfg', dict(a=1, c=2), ['a', 'b'])
     with pytest.raises(TypeError, match="unknown keys 'c', 'd'"):
         check_keys('cfg', dict(c=1, d=2), ['a'])
@@ -53,8 +54,10 @@ def test_per_layer_and_rank():
         per_layer('K', [1, 2], 3)
     with pytest.raises(ValueError, match=r'K\[1\] must be a positive'):
         per_layer('K', [1, 0, 2], 3)
-    with pytest.raises(TypeError, match=r'K must be an int or a list of 3 '
-                       r'ints .*got 1.5 \(float\)'):
+    with pytest.raises(
+            TypeError,
+            match=r'K must be an int or a list of 3 '
+            r'ints .*got 1.5 \(float\)'):
         per_layer('K', 1.5, 3)
     assert check_rank('r', 4, 4, 9) == 4
     with pytest.raises(ValueError, match='r=5 is larger'):

@@ -8,12 +8,10 @@ import pytest
 import torch
 
 import lors_det.lors.from_dense as fd
-
 from lors_det.lors import (LORSAGenerator, LORSTLinear, StackedGenerator,
                            StackedLinear)
 from lors_det.lors.from_dense import (FromDenseError, lorsa_from_dense,
-                                      lorsa_rank_for_energy,
-                                      lorst_from_dense,
+                                      lorsa_rank_for_energy, lorst_from_dense,
                                       lorst_rank_for_energy, tucker2_fit)
 
 N, C = 4, 12
@@ -47,15 +45,16 @@ def lorst(rank, k=1, **kw):
 
 
 def lorsa(rank, k, **kw):
-    return LORSAGenerator(C, SHAPES, G, N, rank=rank, num_factors=k,
-                          **kw).double()
+    return LORSAGenerator(
+        C, SHAPES, G, N, rank=rank, num_factors=k, **kw).double()
 
 
 def assert_same_layers(lors, dense, x):
     for i in range(N):
         out, ref = lors(x, i), dense(x, i)
-        for a, b in zip(out if isinstance(out, list) else [out],
-                        ref if isinstance(ref, list) else [ref]):
+        for a, b in zip(
+                out if isinstance(out, list) else [out],
+                ref if isinstance(ref, list) else [ref]):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
@@ -68,8 +67,8 @@ def test_lorst_full_rank_is_exact(rank, k):
                for f in fits)
     assert_same_layers(stack, dense, torch.randn(5, 24, dtype=torch.double))
     # the shared weight is the mean, the biases are carried over exactly
-    torch.testing.assert_close(
-        stack.shared_weight, torch.stack(wb(dense)[0]).mean(0))
+    torch.testing.assert_close(stack.shared_weight,
+                               torch.stack(wb(dense)[0]).mean(0))
     for b, layer in zip(stack.private_bias, dense.layers):
         assert torch.equal(b, layer.bias)
 
@@ -78,8 +77,10 @@ def test_lorst_exactly_low_rank_residuals_are_recovered():
     torch.manual_seed(1)
     shared = torch.randn(16, 24, dtype=torch.double)
     # residuals in +- pairs, so their mean is zero and W_shared = shared
-    deltas = [torch.randn(16, 3, dtype=torch.double) @ torch.randn(
-        3, 24, dtype=torch.double) for _ in range(N // 2)]
+    deltas = [
+        torch.randn(16, 3, dtype=torch.double) @ torch.randn(
+            3, 24, dtype=torch.double) for _ in range(N // 2)
+    ]
     deltas = [s * d for d in deltas for s in (1, -1)]
     weights = [shared + d for d in deltas]
     biases = [torch.randn(16, dtype=torch.double) for _ in range(N)]
@@ -111,16 +112,20 @@ def test_lorst_error_falls_with_rank_as_the_singular_values_say():
 def test_lorst_rank_for_energy_is_the_smallest_reaching_it():
     weights, biases = wb(dense_linears())
     rank = lorst_rank_for_energy(lorst(1), weights, biases, 0.8)
-    kept = [min(f.energy_kept for f in lorst_from_dense(
-        lorst(r), weights, biases)) for r in (rank - 1, rank)]
+    kept = [
+        min(
+            f.energy_kept for f in lorst_from_dense(lorst(r), weights, biases))
+        for r in (rank - 1, rank)
+    ]
     assert kept[0] < 0.8 <= kept[1]
 
 
 def test_lorst_ablations_convert():
     weights, biases = wb(dense_linears())
     private_only = lorst(16, use_shared=False)
-    assert max(f.rel_error for f in lorst_from_dense(
-        private_only, weights, biases)) < 1e-13
+    assert max(
+        f.rel_error
+        for f in lorst_from_dense(private_only, weights, biases)) < 1e-13
     shared_only = lorst(4, use_private=False)
     fits = lorst_from_dense(shared_only, weights, biases)
     assert all(f.num_factors == 0 and f.energy_kept == 0 for f in fits)
@@ -133,8 +138,7 @@ def test_lorsa_full_block_cover_is_exact():
     stack = lorsa(4, 4)
     fits = lorsa_from_dense(stack, *wb(dense))
     assert max(f.rel_error for f in fits) < 1e-12
-    assert_same_layers(stack, dense,
-                       torch.randn(2, 3, C, dtype=torch.double))
+    assert_same_layers(stack, dense, torch.randn(2, 3, C, dtype=torch.double))
     for i in range(N):  # and the merge of the converted stack
         w, b = stack.dense_layer(i)
         torch.testing.assert_close(w, dense.layers[i].weight)
@@ -181,8 +185,12 @@ def test_lorsa_k_term_residuals_need_their_blocks_or_refinement():
     deflation) holds them exactly in 2 terms, 4 blocks of the 4-dim span
     do; HOOI sweeps lower the 2-term error monotonically."""
     truth, weights, biases = paired_tucker_stack(rank=2, k=2, seed=3)
-    two = [max(f.rel_error for f in lorsa_from_dense(
-        lorsa(2, 2), weights, biases, refine_steps=s)) for s in (0, 2, 8)]
+    two = [
+        max(
+            f.rel_error for f in lorsa_from_dense(
+                lorsa(2, 2), weights, biases, refine_steps=s))
+        for s in (0, 2, 8)
+    ]
     assert two[0] > 1e-3
     assert two[0] >= two[1] >= two[2]
     # 4 terms: the 2 x 2 blocks of the 4-dim spans of the (8, 8) kind, and
@@ -194,17 +202,22 @@ def test_lorsa_k_term_residuals_need_their_blocks_or_refinement():
 def test_lorsa_error_falls_with_rank():
     weights, biases = wb(dense_generators())
     for k in (1, 2):
-        errors = [[f.rel_error for f in lorsa_from_dense(
-            lorsa(r, k), weights, biases)] for r in (1, 2, 3, 4)]
+        errors = [[
+            f.rel_error
+            for f in lorsa_from_dense(lorsa(r, k), weights, biases)
+        ] for r in (1, 2, 3, 4)]
         for lo, hi in zip(errors, errors[1:]):
             assert all(b <= a + 1e-12 for a, b in zip(lo, hi)), (k, errors)
 
 
 def test_hooi_refinement_never_hurts_and_helps_on_a_generic_stack():
     weights, biases = wb(dense_generators())
-    errors = [sum(f.rel_error for f in lorsa_from_dense(
-        lorsa(2, [1, 1, 2, 3]), weights, biases, refine_steps=s))
-        for s in (0, 1, 3)]
+    errors = [
+        sum(
+            f.rel_error for f in lorsa_from_dense(
+                lorsa(2, [1, 1, 2, 3]), weights, biases, refine_steps=s))
+        for s in (0, 1, 3)
+    ]
     assert errors[0] > errors[1] + 1e-3 and errors[1] >= errors[2] - 1e-12
 
 
@@ -250,8 +263,8 @@ def test_tucker2_fit_is_the_projection_for_k1():
     L, Z, R = tucker2_fit(T, 3, 1)
     U = torch.linalg.svd(T.reshape(6, -1), full_matrices=False)[0][:, :3]
     torch.testing.assert_close(L[0] @ L[0].t(), U @ U.t())
-    torch.testing.assert_close(Z[0], torch.einsum('ma,mnp,bn->abp', L[0], T,
-                                                  R[0]))
+    torch.testing.assert_close(Z[0],
+                               torch.einsum('ma,mnp,bn->abp', L[0], T, R[0]))
 
 
 def test_lorsa_rank_for_energy_is_the_smallest_reaching_it():
@@ -270,16 +283,25 @@ def test_lorsa_rank_for_energy_is_the_smallest_reaching_it():
 
 def test_bad_inputs_are_refused_naming_the_stack():
     weights, biases = wb(dense_linears())
-    with pytest.raises(FromDenseError, match='out_proj: 3 dense layers for '
-                       'a LORS stack of 4'):
+    with pytest.raises(
+            FromDenseError,
+            match='out_proj: 3 dense layers for '
+            'a LORS stack of 4'):
         lorst_from_dense(lorst(4), weights[:3], biases[:3], 'out_proj')
-    with pytest.raises(FromDenseError, match=r'dense layer 0 is weight '
-                       r'\(16, 24\).*expects weight \(24, 16\)'):
+    with pytest.raises(
+            FromDenseError,
+            match=r'dense layer 0 is weight '
+            r'\(16, 24\).*expects weight \(24, 16\)'):
         lorst_from_dense(LORSTLinear(16, 24, N).double(), weights, biases)
-    with pytest.raises(FromDenseError, match='rank x num_factors = 18, more '
-                       'than its residual.*allows; expected <= 16'):
+    with pytest.raises(
+            FromDenseError,
+            match='rank x num_factors = 18, more '
+            'than its residual.*allows; expected <= 16'):
         lorst_from_dense(lorst(9, 2), weights, biases)
     gw, gb = wb(dense_generators())
     with pytest.raises(FromDenseError, match='gen: dense layer 0'):
-        lorsa_from_dense(LORSAGenerator(C, [(8, 8)], G, N, rank=4).double(),
-                         gw, gb, name='gen')
+        lorsa_from_dense(
+            LORSAGenerator(C, [(8, 8)], G, N, rank=4).double(),
+            gw,
+            gb,
+            name='gen')

@@ -7,8 +7,13 @@ SHAPES = [(8, 8), (12, 6)]  # M (c x c) and S (P_out x P_in)
 
 
 def make(**kwargs):
-    args = dict(query_dim=16, matrix_shapes=SHAPES, num_groups=2,
-                num_layers=3, rank=3, num_factors=[1, 2, 3])
+    args = dict(
+        query_dim=16,
+        matrix_shapes=SHAPES,
+        num_groups=2,
+        num_layers=3,
+        rank=3,
+        num_factors=[1, 2, 3])
     args.update(kwargs)
     return LORSAGenerator(**args)
 
@@ -24,8 +29,8 @@ def test_init_every_layer_generates_the_shared_matrices():
     q = torch.randn(2, 5, 16)
     shared = gen.shared_matrices(q)
     for i in range(3):
-        assert all(torch.count_nonzero(p) == 0
-                   for p in gen.private_matrices(q, i))
+        assert all(
+            torch.count_nonzero(p) == 0 for p in gen.private_matrices(q, i))
         for w, s in zip(gen(q, i), shared):
             assert torch.equal(w, s)
     assert torch.count_nonzero(gen.shared_generator.weight) == 0
@@ -64,8 +69,7 @@ def test_shapes_and_formula_against_explicit_loop():
             R = gen.right_factors[j][i].view(G, K, r, -1)
             for b, n, g in [(0, 0, 0), (1, 3, 1), (0, 2, 1)]:
                 expected = shared[j][b, n, g] + sum(
-                    L[g, k] @ cores[b, n, j, g, k] @ R[g, k]
-                    for k in range(K))
+                    L[g, k] @ cores[b, n, j, g, k] @ R[g, k] for k in range(K))
                 torch.testing.assert_close(out[j][b, n, g], expected)
 
 
@@ -133,15 +137,17 @@ def test_low_rank_terms_are_the_papers_sum_term_by_term():
         assert out[j].shape == (4, 2, m, n)
         for q in range(4):
             for g in range(2):
-                expected = sum(
-                    gen.left_factors[j][2][g * 3 + k] @ Z[q, j, g * 3 + k]
-                    @ gen.right_factors[j][2][g * 3 + k] for k in range(3))
+                expected = sum(gen.left_factors[j][2][g * 3 + k] @ Z[
+                    q, j, g * 3 + k] @ gen.right_factors[j][2][g * 3 + k]
+                               for k in range(3))
                 torch.testing.assert_close(out[j][q, g], expected)
 
 
-@pytest.mark.parametrize('kwargs', [dict(use_private='no'),
-                                    dict(use_shared=0),
-                                    dict(use_shared=None)])
+@pytest.mark.parametrize(
+    'kwargs',
+    [dict(use_private='no'),
+     dict(use_shared=0),
+     dict(use_shared=None)])
 def test_ablation_switches_must_be_bools(kwargs):
     field, = kwargs
     with pytest.raises(ValueError, match=f'{field} must be True or False'):
@@ -176,8 +182,9 @@ def test_bfloat16_autocast_follows_autocast():
         assert float((a.float() - b).norm() / b.norm()) < 0.05
 
 
-@pytest.mark.parametrize('kwargs', [{}, dict(use_shared=False),
-                                    dict(use_private=False)])
+@pytest.mark.parametrize(
+    'kwargs', [{}, dict(use_shared=False),
+               dict(use_private=False)])
 def test_merge_gives_unmerged_matrices_and_unmerge_restores(kwargs):
     gen = make(**kwargs).double().eval()
     randomise(gen)
@@ -238,7 +245,6 @@ def test_merge_rejects_non_finite_and_loading_unmerges():
 
 
 def test_defaults_are_the_papers_rank_and_one_factor():
-    gen = LORSAGenerator(16, [(16, 16), (32, 16)], num_groups=2,
-                         num_layers=3)
+    gen = LORSAGenerator(16, [(16, 16), (32, 16)], num_groups=2, num_layers=3)
     assert gen.rank == 16 and gen.num_factors == [1, 1, 1]
     assert gen.shared_generator is not None and len(gen.private_generators)

@@ -23,8 +23,8 @@ def test_init_every_layer_equals_shared_layer():
 
 
 def test_shapes_and_rank_of_residual():
-    layer = LORSTLinear(40, 24, num_layers=3, rank=[2, 3, 4],
-                        num_factors=[1, 2, 3]).double()
+    layer = LORSTLinear(
+        40, 24, num_layers=3, rank=[2, 3, 4], num_factors=[1, 2, 3]).double()
     randomise_private(layer)
     for i, (k, r) in enumerate(zip([1, 2, 3], [2, 3, 4])):
         assert layer.private_A[i].shape == (k * r, 40)
@@ -90,8 +90,8 @@ def test_shared_only_and_private_only():
     private_only = LORSTLinear(16, 8, num_layers=2, rank=2, use_shared=False)
     assert private_only.shared_weight is None
     x = torch.randn(3, 16)
-    assert torch.count_nonzero(private_only(x, 0) -
-                               private_only.private_bias[0]) == 0
+    assert torch.count_nonzero(
+        private_only(x, 0) - private_only.private_bias[0]) == 0
 
 
 @pytest.mark.parametrize('kwargs, field', [
@@ -108,13 +108,14 @@ def test_bad_arguments_name_the_field(kwargs, field):
         LORSTLinear(16, 8, num_layers=3, **kwargs)
 
 
-@pytest.mark.parametrize('kwargs', [{}, dict(use_shared=False),
-                                    dict(use_private=False)])
+@pytest.mark.parametrize(
+    'kwargs', [{}, dict(use_shared=False),
+               dict(use_private=False)])
 def test_low_rank_forward_equals_dense_weight_with_gradients(kwargs):
     """``x W_shared^T + (x A^T) B^T + b`` == ``x (W_shared + B A)^T + b`` in
     outputs and in the gradients of the input and of every parameter."""
-    layer = LORSTLinear(20, 12, num_layers=2, rank=3, num_factors=2,
-                        **kwargs).double()
+    layer = LORSTLinear(
+        20, 12, num_layers=2, rank=3, num_factors=2, **kwargs).double()
     randomise_private(layer)
     x = torch.randn(2, 5, 20, dtype=torch.double, requires_grad=True)
     params = [x, *layer.parameters()]
@@ -124,10 +125,9 @@ def test_low_rank_forward_equals_dense_weight_with_gradients(kwargs):
                                          layer.private_bias[i])
         torch.testing.assert_close(fast, ref)
         w = torch.randn_like(fast)
-        g_fast = torch.autograd.grad((fast * w).sum(), params,
-                                     allow_unused=True)
-        g_ref = torch.autograd.grad((ref * w).sum(), params,
-                                    allow_unused=True)
+        g_fast = torch.autograd.grad(
+            (fast * w).sum(), params, allow_unused=True)
+        g_ref = torch.autograd.grad((ref * w).sum(), params, allow_unused=True)
         for a, b in zip(g_fast, g_ref):
             if a is None or b is None:  # other layer's parameters
                 assert a is None or not a.any()
@@ -146,8 +146,9 @@ def test_low_rank_forward_under_bfloat16_autocast():
     x = torch.randn(3, 64)
     ref = layer(x, 1)
     ref.square().sum().backward()
-    ref_grads = [p.grad.clone() for p in layer.parameters()
-                 if p.grad is not None]
+    ref_grads = [
+        p.grad.clone() for p in layer.parameters() if p.grad is not None
+    ]
     layer.zero_grad()
     with torch.autocast('cpu', dtype=torch.bfloat16):
         out = layer(x, 1)

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from lors_det.lors import LORSAGenerator, LORSTLinear, count_parameters
-from lors_det.lors import SharedLayers, share_layers
+from lors_det.lors import (LORSAGenerator, LORSTLinear, SharedLayers,
+                           count_parameters, share_layers)
 from lors_det.lors.views import LORSAView, LORSTView
 
 C, M, HIDDEN, N = 12, 4, 20, 3  # width, matrix side, FFN width, layers
@@ -31,8 +31,11 @@ class Block(nn.Module):
 
 
 LORST = dict(targets=['fc*'], rank=2, num_factors=[1, 2, 1])
-LORSA = dict(targets='gen', matrix_shapes=[(C, M), (M, C)], rank=2,
-             num_factors=[1, 2, 3])
+LORSA = dict(
+    targets='gen',
+    matrix_shapes=[(C, M), (M, C)],
+    rank=2,
+    num_factors=[1, 2, 3])
 
 
 def run(layers, q, feats):
@@ -71,8 +74,8 @@ def test_shared_stack_computes_the_original_when_layers_start_equal():
     shared = SharedLayers(layers, lorst=LORST, lorsa=LORSA)
     assert isinstance(layers[1].fc2, LORSTView)
     assert isinstance(layers[2].gen, LORSAView)
-    torch.testing.assert_close(run(layers, q, feats), before,
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        run(layers, q, feats), before, rtol=1e-12, atol=1e-12)
     assert set(shared.targets) == {'fc1', 'fc2', 'gen'}
 
 
@@ -80,8 +83,8 @@ def test_shared_stack_computes_the_original_when_layers_start_equal():
 def test_init_shares_layer_init_from_with_each_layer_bias(init_from):
     layers = stack()
     dense = copy.deepcopy(layers)
-    shared = SharedLayers(layers, lorst=LORST, lorsa=LORSA,
-                          init_from=init_from)
+    shared = SharedLayers(
+        layers, lorst=LORST, lorsa=LORSA, init_from=init_from)
     for name, stack_ in shared.targets.items():
         for i in range(N):
             weight, bias = stack_.dense_layer(i)
@@ -134,14 +137,14 @@ def test_parameters_live_once_in_the_owner():
     owner.lors = SharedLayers(layers, lorst=LORST, lorsa=LORSA)
     assert owner.lors.dense_numel == dense_numel
     # views hold no parameters and are not parents of the stacks
-    assert all('.fc' not in n and '.gen' not in n
-               for n in owner.state_dict() if n.startswith('layers.'))
+    assert all('.fc' not in n and '.gen' not in n for n in owner.state_dict()
+               if n.startswith('layers.'))
     counts = count_parameters(owner)
     # closed forms: LORST shared W (out x in) and per layer K*r*(in+out)+out;
     # LORSA shared Linear(C, 2CM) and per layer Linear(C, 2 K r^2) + factors
     lorst_shared = C * HIDDEN * 2
-    lorst_private = sum(k * 2 * (C + HIDDEN) + HIDDEN + k * 2 * (HIDDEN + C)
-                        + C for k in LORST['num_factors'])
+    lorst_private = sum(k * 2 * (C + HIDDEN) + HIDDEN + k * 2 * (HIDDEN + C) +
+                        C for k in LORST['num_factors'])
     lorsa_shared = C * 2 * C * M + 2 * C * M
     lorsa_private = sum((C + 1) * 2 * k * 4 + k * 2 * (C + M) * 2
                         for k in LORSA['num_factors'])
@@ -177,8 +180,9 @@ def test_unshare_reshare_keeps_parameter_objects_for_an_optimizer():
     # the unshared count is recounted, not added to
     assert shared.dense_numel == N * (2 * C * HIDDEN + HIDDEN + C +
                                       (C + 1) * 2 * C * M)
-    assert all(torch.equal(b, torch.full_like(b, 0.5))
-               for b in shared.lorst['fc1'].private_bias)
+    assert all(
+        torch.equal(b, torch.full_like(b, 0.5))
+        for b in shared.lorst['fc1'].private_bias)
     assert all(B.abs().sum() == 0 for B in shared.lorst['fc2'].private_B)
     with pytest.raises(RuntimeError, match='already hold the views'):
         shared.reshare()
@@ -187,9 +191,10 @@ def test_unshare_reshare_keeps_parameter_objects_for_an_optimizer():
 @pytest.mark.parametrize('num_groups', [1, 2])
 def test_views_have_the_replaced_linears_sizes(num_groups):
     layers = stack()
-    sizes = {name: (m.in_features, m.out_features)
-             for name, m in layers[0].named_children()
-             if isinstance(m, nn.Linear)}
+    sizes = {
+        name: (m.in_features, m.out_features)
+        for name, m in layers[0].named_children() if isinstance(m, nn.Linear)
+    }
     # G groups of 1/G-height matrices fill the same generator output
     shapes = [(C // num_groups, M), (M // num_groups, C)]
     lorsa = dict(LORSA, matrix_shapes=shapes, num_groups=num_groups)
@@ -215,7 +220,8 @@ def test_deepcopy_links_views_to_the_copied_stacks():
 def test_switches_and_per_layer_factors_reach_the_stacks():
     layers = stack()
     shared = SharedLayers(
-        layers, lorst=dict(targets=['fc1'], rank=3, use_private=False),
+        layers,
+        lorst=dict(targets=['fc1'], rank=3, use_private=False),
         lorsa=dict(LORSA, use_shared=False))
     assert isinstance(shared.lorsa['gen'], LORSAGenerator)
     assert shared.lorsa['gen'].shared_generator is None
@@ -225,6 +231,7 @@ def test_switches_and_per_layer_factors_reach_the_stacks():
 
 
 class WithAttention(nn.Module):
+
     def __init__(self, bias=True):
         super().__init__()
         self.attn = nn.MultiheadAttention(C, 2)
@@ -250,8 +257,8 @@ class WithAttention(nn.Module):
      'matrix_shapes must be a list of'),
     (dict(lorst=dict(targets=['*']), lorsa=dict(LORSA)), ValueError,
      r"\['gen'\] matched by both lorst.targets and lorsa.targets"),
-    (dict(lorst=dict(targets=['fc1']), init_from=3), ValueError,
-     'init_from=3 is not a layer index'),
+    (dict(lorst=dict(targets=['fc1']),
+          init_from=3), ValueError, 'init_from=3 is not a layer index'),
     (dict(), ValueError, 'needs lorst or lorsa'),
 ])
 def test_arguments_are_checked_naming_the_field(kwargs, error, message):

@@ -2,8 +2,8 @@
 import pytest
 import torch
 import torch.nn as nn
-
 from helpers import assert_xavier_uniform
+
 from lors_det.efficient import LoRITaLinear
 from lors_det.lors import StackedGenerator, StackedLinear, make_linear
 

@@ -7,10 +7,9 @@ float64 so that no top-k order depends on float32 rounding, on the LORS
 model (its plain counterpart differs only in the mixing stacks).
 """
 import torch
+from helpers import SYNTHETIC, build_model
 from mmdet.structures import DetDataSample
 from mmengine.structures import InstanceData
-
-from helpers import SYNTHETIC, build_model
 
 PAD = (64, 64)
 SIZES = [(64, 48), (40, 64)]  # (h, w) of the two valid images
@@ -25,9 +24,13 @@ def padded_batch():
         inputs[i, :, :h, :w] = torch.randn(3, h, w, generator=g)
         xy = torch.rand(n, 2, generator=g) * torch.tensor([w, h]) * 0.6
         wh = torch.rand(n, 2, generator=g) * torch.tensor([w, h]) * 0.3 + 4
-        sample = DetDataSample(metainfo=dict(
-            img_shape=(h, w), ori_shape=(2 * h, 2 * w), pad_shape=PAD,
-            batch_input_shape=PAD, scale_factor=(0.5, 0.5)))
+        sample = DetDataSample(
+            metainfo=dict(
+                img_shape=(h, w),
+                ori_shape=(2 * h, 2 * w),
+                pad_shape=PAD,
+                batch_input_shape=PAD,
+                scale_factor=(0.5, 0.5)))
         sample.gt_instances = InstanceData(
             bboxes=torch.cat([xy, xy + wh], dim=1).double(),
             labels=torch.randint(0, 3, (n, ), generator=g))
@@ -52,10 +55,14 @@ def test_predict_batch_equals_one_image_at_a_time():
     inputs, samples = padded_batch()
     with torch.no_grad():
         # predict() stores into the samples it is given: read it at once
-        batch = [r.pred_instances.clone()
-                 for r in model.predict(inputs, samples)]
-        single = [model.predict(inputs[i:i + 1], [samples[i]])[0]
-                  .pred_instances.clone() for i in range(len(samples))]
+        batch = [
+            r.pred_instances.clone() for r in model.predict(inputs, samples)
+        ]
+        single = [
+            model.predict(inputs[i:i + 1],
+                          [samples[i]])[0].pred_instances.clone()
+            for i in range(len(samples))
+        ]
     for b, s in zip(batch, single):
         torch.testing.assert_close(b.bboxes, s.bboxes)
         torch.testing.assert_close(b.scores, s.scores)
@@ -72,8 +79,9 @@ def test_loss_batch_equals_images_weighted_by_their_objects():
     model.backbone.eval()  # BatchNorm's batch statistics mix the images
     inputs, samples = padded_batch()
     batch = model.loss(inputs, samples)
-    single = [model.loss(inputs[i:i + 1], [samples[i]])
-              for i in range(len(samples))]
+    single = [
+        model.loss(inputs[i:i + 1], [samples[i]]) for i in range(len(samples))
+    ]
     assert set(batch) == set(single[0])
     total = sum(NUM_GTS)
     for key, value in batch.items():

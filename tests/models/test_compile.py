@@ -3,7 +3,6 @@ in one graph each (no graph break), in training and in eval mode."""
 import pytest
 import torch
 import torch._dynamo
-
 from helpers import SYNTHETIC, build_model, make_batch
 
 
@@ -24,7 +23,8 @@ def _graph_breaks(fn, *args):
     finally:
         torch._dynamo.reset()
     return explained.graph_break_count, [
-        str(b.reason)[:200] for b in explained.break_reasons]
+        str(b.reason)[:200] for b in explained.break_reasons
+    ]
 
 
 @pytest.mark.parametrize('train', [True, False], ids=['train', 'eval'])
@@ -39,9 +39,8 @@ def test_stages_and_mixing_trace_without_graph_breaks(name, train):
     for i in (0, decoder.num_stages - 1):
 
         def run_stage(features, xyzr, query, i=i):
-            return decoder.stages[i](
-                features, strides, xyzr, query,
-                lambda x, q: decoder.mixing(x, q, i))
+            return decoder.stages[i](features, strides, xyzr, query,
+                                     lambda x, q: decoder.mixing(x, q, i))
 
         with torch.set_grad_enabled(train):
             assert _graph_breaks(run_stage, features, xyzr, query) == (0, [])

@@ -9,13 +9,13 @@ import copy
 import functools
 
 import pytest
+from helpers import ADAMIXER_CFG, LORS_CFG
 from mmdet.registry import MODELS
 from mmengine.config import Config
 
-from helpers import ADAMIXER_CFG, LORS_CFG
-
-LORS_OK = dict(lorsa=dict(rank=8, num_factors=[1, 1, 2, 2, 3, 3]),
-               lorst=dict(rank=4, num_factors=1))
+LORS_OK = dict(
+    lorsa=dict(rank=8, num_factors=[1, 1, 2, 2, 3, 3]),
+    lorst=dict(rank=4, num_factors=1))
 
 
 def _lors(lorsa=None, lorst=None):
@@ -66,107 +66,128 @@ CLEAR = {
     'lorst-K-list-length':
     (LORS_CFG, dict(mixing=_lors(lorst=dict(num_factors=[1, 2, 3]))), {},
      ValueError, ['num_factors has 3 entries', 'num_stages']),
-    'K-zero':
-    (LORS_CFG, dict(mixing=_lors(lorsa=dict(num_factors=[0, 1, 2, 2, 3, 3]))),
-     {}, ValueError, ['num_factors[0] must be a positive integer']),
-    'groups-not-dividing-content-dim':
-    (ADAMIXER_CFG, dict(num_groups=3), {}, ValueError,
-     ['num_groups=3', 'divide']),
+    'K-zero': (LORS_CFG,
+               dict(mixing=_lors(lorsa=dict(num_factors=[0, 1, 2, 2, 3, 3]))),
+               {}, ValueError, ['num_factors[0] must be a positive integer']),
+    'groups-not-dividing-content-dim': (ADAMIXER_CFG, dict(num_groups=3), {},
+                                        ValueError, ['num_groups=3',
+                                                     'divide']),
     # num_groups and in_points are checked by the sampling (built in each
     # stage), out_points by the mixing: where they are used
     'groups-zero': (ADAMIXER_CFG, dict(num_groups=0), {}, ValueError,
                     ['num_groups must be a positive integer', 'got 0']),
     'groups-negative': (ADAMIXER_CFG, dict(num_groups=-2), {}, ValueError,
                         ['num_groups must be a positive integer', 'got -2']),
-    'out-points-negative': (ADAMIXER_CFG, dict(out_points=-1), {}, ValueError,
-                            ['decoder: out_points must be a positive '
-                             'integer', 'got -1']),
-    'num-classes-zero': (ADAMIXER_CFG, dict(num_classes=0), {}, ValueError,
-                         ['decoder.num_classes must be a positive integer',
-                          'got 0']),
-    'content-dim-zero': (ADAMIXER_CFG, dict(content_dim=0), {}, ValueError,
-                         ['decoder.content_dim must be a positive integer',
-                          'got 0']),
-    'query-content-dim-zero': (ADAMIXER_CFG, {}, dict(
-        query_generator=dict(content_dim=0)), ValueError,
-        ['query_generator.content_dim must be a positive integer', 'got 0']),
+    'out-points-negative':
+    (ADAMIXER_CFG, dict(out_points=-1), {}, ValueError,
+     ['decoder: out_points must be a positive '
+      'integer', 'got -1']),
+    'num-classes-zero':
+    (ADAMIXER_CFG, dict(num_classes=0), {}, ValueError,
+     ['decoder.num_classes must be a positive integer', 'got 0']),
+    'content-dim-zero':
+    (ADAMIXER_CFG, dict(content_dim=0), {}, ValueError,
+     ['decoder.content_dim must be a positive integer', 'got 0']),
+    'query-content-dim-zero':
+    (ADAMIXER_CFG, {}, dict(query_generator=dict(content_dim=0)), ValueError,
+     ['query_generator.content_dim must be a positive integer', 'got 0']),
     'stage-loss-weight-nan':
     (ADAMIXER_CFG, dict(stage_loss_weights=[1.0, float('nan')] + [1.0] * 4),
      {}, ValueError,
      ['decoder.stage_loss_weights[1] must be a non-negative finite number']),
-    'heads-not-dividing-content-dim':
-    (ADAMIXER_CFG, dict(stage=dict(num_heads=3)), {}, ValueError,
-     ['num_heads=3', 'content_dim=64']),
+    'heads-not-dividing-content-dim': (ADAMIXER_CFG,
+                                       dict(stage=dict(num_heads=3)), {},
+                                       ValueError,
+                                       ['num_heads=3', 'content_dim=64']),
     'num-stages-zero': (ADAMIXER_CFG, dict(num_stages=0), {}, ValueError,
                         ['decoder.num_stages', 'got 0']),
     'stage-loss-weights-length':
     (ADAMIXER_CFG, dict(stage_loss_weights=[1.0]), {}, ValueError,
      ['stage_loss_weights has 1 entries', 'num_stages=6']),
-    'num-queries-zero': (ADAMIXER_CFG, {}, dict(
-        query_generator=dict(num_queries=0)), ValueError, ['num_queries']),
+    'num-queries-zero': (ADAMIXER_CFG, {},
+                         dict(query_generator=dict(num_queries=0)), ValueError,
+                         ['num_queries']),
     # misspelled option names
     # (the messages name the config block and list the accepted keys,
     # which Python's own keyword error does not)
-    'typo-in-lorsa': (LORS_CFG, dict(mixing=dict(lorsa=dict(rnak=8))), {},
-                      TypeError, ["mixing.lorsa: unknown key 'rnak'",
-                                  "accepted: 'rank', 'num_factors'"]),
-    'typo-in-lorst': (LORS_CFG, dict(mixing=_lors(lorst=dict(use_shard=0))),
-                      {}, TypeError, ["mixing.lorst: unknown key "
-                                      "'use_shard'", "'use_shared'"]),
+    'typo-in-lorsa':
+    (LORS_CFG, dict(mixing=dict(lorsa=dict(rnak=8))), {}, TypeError,
+     ["mixing.lorsa: unknown key 'rnak'", "accepted: 'rank', 'num_factors'"]),
+    'typo-in-lorst':
+    (LORS_CFG, dict(mixing=_lors(lorst=dict(use_shard=0))), {}, TypeError,
+     ["mixing.lorst: unknown key "
+      "'use_shard'", "'use_shared'"]),
     'lorst-num-factors-float':
-    (LORS_CFG, dict(mixing=_lors(lorst=dict(num_factors=1.5))), {},
-     TypeError, ['mixing.lorst: num_factors must be an int or a list of 6',
-                 '1.5 (float)']),
-    'typo-in-mixing': (ADAMIXER_CFG, dict(mixing=dict(lorsaa=dict(rank=8))),
-                       {}, TypeError, ["decoder.mixing: unknown key 'lorsaa'",
-                                       "accepted: 'lorsa', 'lorst'"]),
+    (LORS_CFG, dict(mixing=_lors(lorst=dict(num_factors=1.5))), {}, TypeError,
+     [
+         'mixing.lorst: num_factors must be an int or a list of 6',
+         '1.5 (float)'
+     ]),
+    'typo-in-mixing':
+    (ADAMIXER_CFG, dict(mixing=dict(lorsaa=dict(rank=8))), {}, TypeError,
+     ["decoder.mixing: unknown key 'lorsaa'", "accepted: 'lorsa', 'lorst'"]),
     'typo-in-stage': (ADAMIXER_CFG, dict(stage=dict(num_haeds=4)), {},
-                      TypeError, ["decoder.stage: unknown key 'num_haeds'",
-                                  "accepted: 'num_heads'"]),
+                      TypeError, [
+                          "decoder.stage: unknown key 'num_haeds'",
+                          "accepted: 'num_heads'"
+                      ]),
     # wrong types and ranges (each failed with an unrelated message, or not
     # at all, before lors_det.lors.checks covered it)
-    'num-queries-float': (ADAMIXER_CFG, {}, dict(
-        query_generator=dict(num_queries=2.5)), ValueError,
-        ['query_generator.num_queries must be a positive integer',
-         'got 2.5 (float)']),
+    'num-queries-float':
+    (ADAMIXER_CFG, {}, dict(query_generator=dict(num_queries=2.5)), ValueError,
+     [
+         'query_generator.num_queries must be a positive integer',
+         'got 2.5 (float)'
+     ]),
     'stage-loss-weight-negative':
     (ADAMIXER_CFG, dict(stage_loss_weights=[1.0, 1.0, -1.0, 1.0, 1.0, 1.0]),
-     {}, ValueError,
-     ['decoder.stage_loss_weights[2] must be a non-negative finite number',
-      'got -1.0 (float)']),
+     {}, ValueError, [
+         'decoder.stage_loss_weights[2] must be a non-negative finite number',
+         'got -1.0 (float)'
+     ]),
     'stage-loss-weight-string':
     (ADAMIXER_CFG, dict(stage_loss_weights=['1'] * 6), {}, ValueError,
      ['decoder.stage_loss_weights[0]', "got '1' (str)"]),
     'feedforward-channels-zero':
-    (ADAMIXER_CFG, dict(stage=dict(feedforward_channels=0)), {}, ValueError,
-     ['decoder.stage', 'feedforward_channels must be a positive integer',
-      'got 0 (int)']),
-    'num-reg-fcs-negative':
-    (ADAMIXER_CFG, dict(stage=dict(num_reg_fcs=-1)), {}, ValueError,
-     ['decoder.stage', 'num_reg_fcs must be a non-negative integer']),
-    'ffn-tied-not-bool':
-    (ADAMIXER_CFG, dict(stage=dict(ffn=dict(tied='yes'))), {}, ValueError,
-     ['decoder.stage', 'tied must be True or False', "got 'yes' (str)"]),
+    (ADAMIXER_CFG, dict(stage=dict(feedforward_channels=0)), {}, ValueError, [
+        'decoder.stage', 'feedforward_channels must be a positive integer',
+        'got 0 (int)'
+    ]),
+    'num-reg-fcs-negative': (ADAMIXER_CFG, dict(stage=dict(num_reg_fcs=-1)),
+                             {}, ValueError, [
+                                 'decoder.stage',
+                                 'num_reg_fcs must be a non-negative integer'
+                             ]),
+    'ffn-tied-not-bool': (ADAMIXER_CFG, dict(stage=dict(ffn=dict(tied='yes'))),
+                          {}, ValueError, [
+                              'decoder.stage', 'tied must be True or False',
+                              "got 'yes' (str)"
+                          ]),
     'max-per-img-zero': (ADAMIXER_CFG, {}, dict(test_cfg=dict(max_per_img=0)),
                          ValueError, ['test_cfg.max_per_img', 'got 0']),
     # unknown keys: named, with the accepted ones listed
-    'unknown-train-cfg-key': (ADAMIXER_CFG, {}, dict(train_cfg=dict(
-        asigner=dict(type='HungarianAssigner'))), TypeError,
-        ["model.train_cfg: unknown key 'asigner'", "'assigner'"]),
-    'unknown-test-cfg-key': (ADAMIXER_CFG, {}, dict(
-        test_cfg=dict(max_per_imgs=10)), TypeError,
-        ["model.test_cfg: unknown key 'max_per_imgs'", "'max_per_img'"]),
+    'unknown-train-cfg-key':
+    (ADAMIXER_CFG, {},
+     dict(train_cfg=dict(asigner=dict(type='HungarianAssigner'))), TypeError,
+     ["model.train_cfg: unknown key 'asigner'", "'assigner'"]),
+    'unknown-test-cfg-key': (ADAMIXER_CFG, {},
+                             dict(test_cfg=dict(max_per_imgs=10)), TypeError, [
+                                 "model.test_cfg: unknown key 'max_per_imgs'",
+                                 "'max_per_img'"
+                             ]),
     'unknown-stage-key-lists-accepted':
-    (ADAMIXER_CFG, dict(stage=dict(num_haeds=4)), {}, TypeError,
-     ["decoder.stage: unknown key 'num_haeds'", "'num_heads'",
-      "'feedforward_channels'", "'ffn'"]),
+    (ADAMIXER_CFG, dict(stage=dict(num_haeds=4)), {}, TypeError, [
+        "decoder.stage: unknown key 'num_haeds'", "'num_heads'",
+        "'feedforward_channels'", "'ffn'"
+    ]),
     'stage-key-set-by-the-decoder':
     (ADAMIXER_CFG, dict(stage=dict(in_points=8)), {}, TypeError,
      ["decoder.stage: unknown key 'in_points'"]),
     'unknown-mixing-key-lists-accepted':
-    (ADAMIXER_CFG, dict(mixing=dict(lorsaa=dict(rank=8))), {}, TypeError,
-     ["decoder.mixing: unknown key 'lorsaa'", "'lorsa'", "'lorst'",
-      "'out_proj_lorita'"]),
+    (ADAMIXER_CFG, dict(mixing=dict(lorsaa=dict(rank=8))), {}, TypeError, [
+        "decoder.mixing: unknown key 'lorsaa'", "'lorsa'", "'lorst'",
+        "'out_proj_lorita'"
+    ]),
 }
 
 
@@ -199,8 +220,13 @@ def test_a_zero_stage_loss_weight_is_allowed():
 ])
 def test_the_mixing_checks_the_sizes_it_uses(kwargs, message):
     from lors_det.models import AdaptiveMixing
-    args = dict(content_dim=64, feat_channels=64, in_points=4, out_points=8,
-                num_groups=2, num_stages=2)
+    args = dict(
+        content_dim=64,
+        feat_channels=64,
+        in_points=4,
+        out_points=8,
+        num_groups=2,
+        num_stages=2)
     AdaptiveMixing(**args)  # fine
     with pytest.raises(ValueError, match=message):
         AdaptiveMixing(**{**args, **kwargs})
@@ -265,6 +291,7 @@ def test_bad_learning_rate_names_the_field(case):
 
 def test_optim_wrapper_checks_the_learning_rate_of_a_built_optimizer():
     import torch
+
     from lors_det.engine import NonFiniteCheckOptimWrapper
     params = torch.nn.Linear(2, 1).parameters()
     with pytest.raises(ValueError, match=r'optim_wrapper\.optimizer\.lr.*inf'):

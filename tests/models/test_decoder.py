@@ -5,19 +5,23 @@ import math
 
 import torch
 import torch.nn as nn
-
 from helpers import SYNTHETIC, build_model
+
 from lors_det.models.layers import position_embedding
 
 
 def decoder_inputs(decoder, batch=2, queries=5, size=64, seed=0):
     g = torch.Generator().manual_seed(seed)
     C = decoder.content_dim
-    features = [torch.randn(batch, C, size // s, size // s, generator=g)
-                for s in decoder.featmap_strides]
+    features = [
+        torch.randn(batch, C, size // s, size // s, generator=g)
+        for s in decoder.featmap_strides
+    ]
     xy = torch.rand(batch, queries, 2, generator=g) * size
-    zr = torch.stack([torch.full((batch, queries), 4.0),
-                      torch.zeros(batch, queries)], dim=-1)
+    zr = torch.stack(
+        [torch.full((batch, queries), 4.0),
+         torch.zeros(batch, queries)],
+        dim=-1)
     query = torch.randn(batch, queries, C, generator=g)
     return features, torch.cat([xy, zr], dim=-1), query
 
@@ -59,10 +63,15 @@ def test_stage_init_weights_redraws_every_linear():
     bias, U(-1/sqrt(in), 1/sqrt(in))."""
     torch.manual_seed(0)
     stage = build_model(SYNTHETIC['adamixer']).decoder.stages[0]
-    special = {id(stage.fc_cls), id(stage.fc_reg),
-               id(stage.sampling.sampling_offset_generator)}
-    linears = [m for m in stage.modules()
-               if isinstance(m, nn.Linear) and id(m) not in special]
+    special = {
+        id(stage.fc_cls),
+        id(stage.fc_reg),
+        id(stage.sampling.sampling_offset_generator)
+    }
+    linears = [
+        m for m in stage.modules()
+        if isinstance(m, nn.Linear) and id(m) not in special
+    ]
     with torch.no_grad():
         for m in linears:
             m.weight.fill_(5.0)

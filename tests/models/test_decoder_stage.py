@@ -4,16 +4,21 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import assert_xavier_uniform
 from mmdet.structures.bbox import bbox_overlaps
 
-from helpers import assert_xavier_uniform
 from lors_det.models.layers import position_embedding, xyzr_to_xyxy
 from lors_det.models.roi_heads import AdaMixerDecoderStage
 
 
 def make_stage(**kwargs):
-    args = dict(num_classes=5, content_dim=32, num_heads=4,
-                feedforward_channels=64, in_points=16, num_groups=2)
+    args = dict(
+        num_classes=5,
+        content_dim=32,
+        num_heads=4,
+        feedforward_channels=64,
+        in_points=16,
+        num_groups=2)
     args.update(kwargs)
     return AdaMixerDecoderStage(**args)
 
@@ -33,8 +38,10 @@ def test_stage_init_semantics():
     assert (gen.bias.view(2, 16, 3)[..., 2] == -1).all()
     # official init: Xavier-uniform for every other linear of the stage
     special = {id(stage.fc_reg), id(gen)}
-    linears = [m for m in stage.modules()
-               if isinstance(m, nn.Linear) and id(m) not in special]
+    linears = [
+        m for m in stage.modules()
+        if isinstance(m, nn.Linear) and id(m) not in special
+    ]
     assert len(linears) == 6  # ffn x2, cls_fcs, reg_fcs, fc_cls, attn out
     for m in linears:
         assert_xavier_uniform(m.weight)
@@ -74,7 +81,8 @@ def reference_self_attention(stage, query, xyzr):
     log_iof = (bbox_overlaps(boxes, boxes, mode='iof') + 1e-7).log()
     x = query + position_embedding(xyzr, C // 4)
     q, k, v = F.linear(x, stage.attention.in_proj_weight,
-                       stage.attention.in_proj_bias).chunk(3, dim=-1)
+                       stage.attention.in_proj_bias).chunk(
+                           3, dim=-1)
     q, k, v = (t.view(B, N, H, C // H).transpose(1, 2) for t in (q, k, v))
     logits = q @ k.transpose(-1, -2) / math.sqrt(C // H)  # (B, H, N, N)
     logits = logits + stage.iof_tau.view(1, H, 1, 1) * log_iof[:, None]

@@ -16,8 +16,8 @@ def test_mixing_defaults():
     assert mixing.num_groups == 4
     assert (mixing.in_points, mixing.out_points) == (32, 128)
     assert len(mixing.norms) == 6
-    assert mixing.generator.layers[5].weight.shape == (
-        4 * (c * c + 128 * 32), 256)
+    assert mixing.generator.layers[5].weight.shape == (4 * (c * c + 128 * 32),
+                                                       256)
     assert mixing.out_proj.layers[5].weight.shape == (256, 4 * 128 * c)
 
 
@@ -28,10 +28,9 @@ def test_stage_sampling_and_decoder_defaults():
         decoder = AdaMixerDecoder()
     assert stage.attention.num_heads == 8 and stage.fc_cls.out_features == 80
     assert stage.ffn.fc1.weight.shape == (2048, 256)
-    assert stage.sampling.sampling_offset_generator.weight.shape == (
-        4 * 32 * 3, 256)
-    assert sampling.sampling_offset_generator.weight.shape == (4 * 32 * 3,
-                                                               256)
+    assert stage.sampling.sampling_offset_generator.weight.shape == (4 * 32 *
+                                                                     3, 256)
+    assert sampling.sampling_offset_generator.weight.shape == (4 * 32 * 3, 256)
     assert len(decoder.stages) == 6 and decoder.content_dim == 256
     assert decoder.featmap_strides == [4, 8, 16, 32]
     assert decoder.stage_loss_weights == [1.0] * 6
@@ -42,8 +41,9 @@ def test_stage_sampling_and_decoder_defaults():
     assert crit.loss_bbox.loss_weight == 5.0
     assert crit.loss_iou.loss_weight == 2.0
     assert [(type(c).__name__, c.weight)
-            for c in crit.assigner.match_costs] == [
-                ('FocalLossCost', 2.0), ('BBoxL1Cost', 5.0), ('IoUCost', 2.0)]
+            for c in crit.assigner.match_costs] == [('FocalLossCost', 2.0),
+                                                    ('BBoxL1Cost', 5.0),
+                                                    ('IoUCost', 2.0)]
 
 
 def test_neck_defaults_and_group_check():

@@ -2,17 +2,19 @@ import logging
 
 import pytest
 import torch
+from helpers import SYNTHETIC, build_model, load_config, make_batch
 from mmengine.logging import MMLogger
 
-from helpers import SYNTHETIC, build_model, load_config, make_batch
 from lors_det.lors import count_parameters
 
 
 def test_loss_keys_and_finite_values(tiny_model):
     inputs, samples = make_batch(num_gts=(3, 1))
     losses = tiny_model.loss(inputs, samples)
-    expected = {f's{i}.{k}' for i in range(6)
-                for k in ('loss_cls', 'loss_bbox', 'loss_iou')}
+    expected = {
+        f's{i}.{k}'
+        for i in range(6) for k in ('loss_cls', 'loss_bbox', 'loss_iou')
+    }
     assert set(losses) == expected
     assert all(torch.isfinite(v) and v > 0 for v in losses.values())
 
@@ -40,7 +42,8 @@ def test_predictions_are_in_original_image_coordinates(tiny_model):
         # at init every query box is the whole 64 px input image, which is
         # 128 px in the original image (scale_factor 0.5)
         torch.testing.assert_close(
-            pred.bboxes, torch.tensor([[0., 0., 128., 128.]]).expand(n, 4))
+            pred.bboxes,
+            torch.tensor([[0., 0., 128., 128.]]).expand(n, 4))
         assert ((pred.labels >= 0) & (pred.labels < 3)).all()
     with torch.no_grad():
         unscaled = tiny_model.predict(inputs, samples, rescale=False)
@@ -70,14 +73,21 @@ def test_training_steps_give_gradients_to_every_trainable_parameter(
         loss = sum(tiny_model.loss(inputs, samples).values())
         assert torch.isfinite(loss)
         loss.backward()
-        seen |= {n for n, p in tiny_model.named_parameters()
-                 if p.grad is not None and p.grad.abs().sum() > 0}
+        seen |= {
+            n
+            for n, p in tiny_model.named_parameters()
+            if p.grad is not None and p.grad.abs().sum() > 0
+        }
         optim.step()
-    trainable = {n for n, p in tiny_model.named_parameters()
-                 if p.requires_grad}
+    trainable = {
+        n
+        for n, p in tiny_model.named_parameters() if p.requires_grad
+    }
     assert trainable - seen == set()
-    frozen = {n for n, p in tiny_model.named_parameters()
-              if not p.requires_grad}
+    frozen = {
+        n
+        for n, p in tiny_model.named_parameters() if not p.requires_grad
+    }
     assert frozen == {'query_generator.init_proposal_bboxes.weight'}
 
 
@@ -85,11 +95,12 @@ def test_lors_stages_share_one_mixing_and_start_equal():
     model = build_model(SYNTHETIC['lors'])
     mixing = model.decoder.mixing
     # the shared parts exist once, not per stage
-    names = [n for n, _ in model.named_parameters()
-             if 'shared' in n]
-    assert names == ['decoder.mixing.generator.shared_generator.weight',
-                     'decoder.mixing.generator.shared_generator.bias',
-                     'decoder.mixing.out_proj.shared_weight']
+    names = [n for n, _ in model.named_parameters() if 'shared' in n]
+    assert names == [
+        'decoder.mixing.generator.shared_generator.weight',
+        'decoder.mixing.generator.shared_generator.bias',
+        'decoder.mixing.out_proj.shared_weight'
+    ]
     x = torch.randn(2, 4, 2, 16, 32)
     q = torch.randn(2, 4, 64)
     outs = [mixing(x, q, stage=i) for i in range(6)]

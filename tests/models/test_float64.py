@@ -2,8 +2,8 @@
 float32 outside autocast), e.g. for gradient checks and exact comparisons."""
 import pytest
 import torch
-
 from helpers import SYNTHETIC, build_model, make_batch
+
 from lors_det.models.layers import mix
 
 

@@ -4,8 +4,8 @@ import torch.nn.functional as F
 
 from lors_det.models.layers import (AdaptiveMixing, AdaptiveSampling,
                                     level_weights, make_sample_points, mix,
-                                    position_embedding, refine_xyzr,
-                                    sample_3d, xyxy_to_xyzr, xyzr_to_xyxy)
+                                    position_embedding, refine_xyzr, sample_3d,
+                                    xyxy_to_xyzr, xyzr_to_xyxy)
 
 
 def test_xyzr_round_trip_and_refine():
@@ -32,12 +32,11 @@ def test_level_weights_peak_at_matching_stride():
 
 
 @pytest.mark.parametrize('H, W, stride', [(16, 16, 1), (12, 20, 2),
-                                           (20, 12, 4)])
+                                          (20, 12, 4)])
 def test_sample_3d_reads_each_group_channels_at_the_point(H, W, stride):
     # one level: the feature value is its own x coordinate for group 0 and
     # its y coordinate for group 1; non-square maps tell x from y
-    ys, xs = torch.meshgrid(torch.arange(H),
-                            torch.arange(W), indexing='ij')
+    ys, xs = torch.meshgrid(torch.arange(H), torch.arange(W), indexing='ij')
     feat = torch.stack([xs, ys]).float()[None]  # (1, 2, H, W), G=2, c=1
     z = float(torch.tensor(stride).log2())  # the level's own scale
     pts = torch.tensor([[[[3.5, 7.5, z], [10.5, 2.5, z]]]]) * torch.tensor(
@@ -82,11 +81,17 @@ def test_adaptive_mixing_lors_equals_plain_with_its_dense_weights():
     weights (the private parts non-zero), for every stage: LORSA and LORST
     only re-parametrise the plain stacks."""
     torch.manual_seed(0)
-    args = dict(content_dim=32, feat_channels=32, in_points=8, out_points=16,
-                num_groups=2, num_stages=3)
+    args = dict(
+        content_dim=32,
+        feat_channels=32,
+        in_points=8,
+        out_points=16,
+        num_groups=2,
+        num_stages=3)
     plain = AdaptiveMixing(**args).double()
-    lors = AdaptiveMixing(**args, lorsa=dict(rank=4, num_factors=[1, 2, 3]),
-                          lorst=dict(rank=2)).double()
+    lors = AdaptiveMixing(
+        **args, lorsa=dict(rank=4, num_factors=[1, 2, 3]),
+        lorst=dict(rank=2)).double()
     randomise_lors(lors)
     with torch.no_grad():
         lors.generator.shared_generator.weight.normal_(std=0.1)
@@ -106,10 +111,15 @@ def test_adaptive_mixing_lors_equals_plain_with_its_dense_weights():
 
 
 def test_lors_mixing_stages_agree_at_init():
-    lors = AdaptiveMixing(32, 32, in_points=8, out_points=16, num_groups=2,
-                          num_stages=3,
-                          lorsa=dict(rank=4, num_factors=[1, 2, 3]),
-                          lorst=dict(rank=2))
+    lors = AdaptiveMixing(
+        32,
+        32,
+        in_points=8,
+        out_points=16,
+        num_groups=2,
+        num_stages=3,
+        lorsa=dict(rank=4, num_factors=[1, 2, 3]),
+        lorst=dict(rank=2))
     x, q = torch.randn(2, 5, 2, 8, 16), torch.randn(2, 5, 32)
     with torch.no_grad():
         lors.generator.shared_generator.weight.normal_(std=0.1)

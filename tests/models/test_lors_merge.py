@@ -8,9 +8,8 @@ import sys
 
 import pytest
 import torch
-from mmengine.config import Config
-
 from helpers import REPO_ROOT, SYNTHETIC, build_model, load_config, make_batch
+from mmengine.config import Config
 
 
 def randomised_lors_model():
@@ -31,8 +30,8 @@ def detections(model, inputs, samples):
 
 
 def assert_same_detections(a, b):
-    for (boxes_a, scores_a, labels_a), (boxes_b, scores_b, labels_b) in zip(
-            a, b):
+    for (boxes_a, scores_a, labels_a), (boxes_b, scores_b,
+                                        labels_b) in zip(a, b):
         torch.testing.assert_close(boxes_a, boxes_b)
         torch.testing.assert_close(scores_a, scores_b)
         assert torch.equal(labels_a, labels_b)
@@ -87,8 +86,13 @@ def test_lors_merge_converter(tmp_path):
     out = tmp_path / 'deploy.pth'
     subprocess.run([
         sys.executable, 'tools/model_converters/lors_merge.py',
-        osp.join(REPO_ROOT, SYNTHETIC['lors']), str(ckpt), str(out)
-    ], cwd=REPO_ROOT, check=True, capture_output=True)
+        osp.join(REPO_ROOT, SYNTHETIC['lors']),
+        str(ckpt),
+        str(out)
+    ],
+                   cwd=REPO_ROOT,
+                   check=True,
+                   capture_output=True)
     deploy_cfg = Config.fromfile(str(tmp_path / 'deploy.py'))
     assert deploy_cfg.model.decoder.mixing.lorst is None
     assert deploy_cfg.model.decoder.mixing.lorsa is None
@@ -101,8 +105,9 @@ def test_lors_merge_converter(tmp_path):
         'StackedGenerator'
     inputs, _ = make_batch(num_images=2)
     with torch.no_grad():
-        for (c1, b1), (c2, b2) in zip(model._forward(inputs),
-                                      deploy._forward(inputs)):
+        for (c1,
+             b1), (c2,
+                   b2) in zip(model._forward(inputs), deploy._forward(inputs)):
             torch.testing.assert_close(c1, c2, rtol=1e-4, atol=1e-4)
             torch.testing.assert_close(b1, b2, rtol=1e-4, atol=1e-3)
 
@@ -111,9 +116,11 @@ def test_lors_merge_converter(tmp_path):
 # LORSWrapper (projects/lors_mmdet): the deploy model is the mmdet detector
 # ---------------------------------------------------------------------------
 WRAPPED = {
-    'sparse_rcnn': 'projects/lors_mmdet/configs/synthetic/'
+    'sparse_rcnn':
+    'projects/lors_mmdet/configs/synthetic/'
     'sparse-rcnn-lors_tiny_synthetic.py',
-    'dino': 'projects/lors_mmdet/configs/synthetic/'
+    'dino':
+    'projects/lors_mmdet/configs/synthetic/'
     'dino-4scale-lors_tiny_synthetic.py',
 }
 
@@ -144,6 +151,7 @@ def wrapped_outputs(model, inputs, samples):
             [walk(o[k]) for k in sorted(o)]
         elif isinstance(o, (list, tuple)):
             [walk(x) for x in o]
+
     walk(out)
     assert flat
     return flat
@@ -152,6 +160,7 @@ def wrapped_outputs(model, inputs, samples):
 @pytest.mark.parametrize('name', sorted(WRAPPED))
 def test_deploy_of_a_wrapper_is_the_unwrapped_mmdet_detector(name):
     from mmdet.registry import MODELS
+
     from lors_det.models.deploy import to_deploy
     cfg = load_config(WRAPPED[name])
     model = randomised_wrapper(WRAPPED[name])
@@ -161,13 +170,14 @@ def test_deploy_of_a_wrapper_is_the_unwrapped_mmdet_detector(name):
     plain = MODELS.build(deploy_cfg.model).eval()
     plain.load_state_dict(state, strict=True)  # every key, no extra one
     inputs, samples = make_batch()
-    for a, b in zip(wrapped_outputs(model, inputs, samples),
-                    wrapped_outputs(plain, inputs, samples)):
+    for a, b in zip(
+            wrapped_outputs(model, inputs, samples),
+            wrapped_outputs(plain, inputs, samples)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     # the LORS model is unchanged (still shared, same weights)
     assert all(s.is_shared for s in model.lors.values())
-    assert all(torch.equal(before[k], v)
-               for k, v in model.state_dict().items())
+    assert all(
+        torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 @pytest.mark.slow
@@ -180,8 +190,13 @@ def test_lors_merge_converter_on_a_wrapper_config(tmp_path):
     out = tmp_path / 'deploy.pth'
     proc = subprocess.run([
         sys.executable, 'tools/model_converters/lors_merge.py',
-        osp.join(REPO_ROOT, path), str(ckpt), str(out)
-    ], cwd=REPO_ROOT, capture_output=True, text=True)
+        osp.join(REPO_ROOT, path),
+        str(ckpt),
+        str(out)
+    ],
+                          cwd=REPO_ROOT,
+                          capture_output=True,
+                          text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     deploy_cfg = Config.fromfile(str(tmp_path / 'deploy.py'))
     # the deploy config is mmdet's own model, as the unwrapped config has it
@@ -190,6 +205,7 @@ def test_lors_merge_converter_on_a_wrapper_config(tmp_path):
     plain = MODELS.build(plain_cfg).eval()
     plain.load_state_dict(torch.load(out)['state_dict'], strict=True)
     inputs, samples = make_batch()
-    for a, b in zip(wrapped_outputs(model, inputs, samples),
-                    wrapped_outputs(plain, inputs, samples)):
+    for a, b in zip(
+            wrapped_outputs(model, inputs, samples),
+            wrapped_outputs(plain, inputs, samples)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -6,11 +6,11 @@ import os.path as osp
 
 import pytest
 import torch
+from helpers import REPO_ROOT, assert_xavier_uniform, load_config, make_batch
 from mmdet.registry import MODELS
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
-from helpers import REPO_ROOT, assert_xavier_uniform, load_config, make_batch
 from lors_det.lors import count_parameters
 from lors_det.lors.share import SharedLayers
 
@@ -27,8 +27,9 @@ def build(path, meta=False, **detector):
     """The config's model; ``detector`` overrides ``model.detector``'s
     fields (dotted keys merge: ``**{'backbone.init_cfg': None}``)."""
     cfg = load_config(path)
-    cfg.merge_from_dict({f'model.detector.{k}': v
-                         for k, v in detector.items()})
+    cfg.merge_from_dict(
+        {f'model.detector.{k}': v
+         for k, v in detector.items()})
     if meta:  # structure and counts only: no memory, no init cost
         with torch.device('meta'):
             return MODELS.build(cfg.model)
@@ -74,7 +75,8 @@ def lorst_numel(fan_in, fan_out, rank, num_factors):
 
 
 def test_configs_build_offline_and_share_as_the_closed_forms_say():
-    paths = glob.glob(osp.join(REPO_ROOT, CONFIGS, '**', '*.py'), recursive=True)
+    paths = glob.glob(
+        osp.join(REPO_ROOT, CONFIGS, '**', '*.py'), recursive=True)
     # the tiny ones are built by the tests below
     assert {osp.relpath(p, REPO_ROOT) for p in paths if '_base_' not in p} == \
         set(TINY.values()) | {SPARSE, DINO}
@@ -106,8 +108,8 @@ def test_configs_build_offline_and_share_as_the_closed_forms_say():
     # DINO: LORST on the 4 linears of the deformable cross-attention
     # (8 heads x 4 levels x 4 points) and the 2 of the FFN
     shared = private = 0
-    for fan_in, fan_out in ((C, C), (C, C), (C, 8 * 4 * 4 * 2),
-                            (C, 8 * 4 * 4), (C, 2048), (2048, C)):
+    for fan_in, fan_out in ((C, C), (C, C), (C, 8 * 4 * 4 * 2), (C, 8 * 4 * 4),
+                            (C, 2048), (2048, C)):
         s, p = lorst_numel(fan_in, fan_out, 8, [1] * N)
         shared, private = shared + s, private + p
     model = build(DINO, meta=True)
@@ -116,15 +118,20 @@ def test_configs_build_offline_and_share_as_the_closed_forms_say():
     assert (counts['shared'], counts['private']) == (shared, private)
 
 
-@pytest.mark.parametrize('path, detector', [
-    # fewer queries for a CPU: 20 proposals instead of 100; DINO's 50
-    # instead of 900 also because the 64 px test images give 85 encoder
-    # tokens, fewer than the recipe's 900 two-stage proposals
-    (SPARSE, {'rpn_head.num_proposals': 20}),
-    (DINO, {'num_queries': 50}),
-])
-def test_full_config_cpu_train_step_reaches_shared_and_private(
-        path, detector):
+@pytest.mark.parametrize(
+    'path, detector',
+    [
+        # fewer queries for a CPU: 20 proposals instead of 100; DINO's 50
+        # instead of 900 also because the 64 px test images give 85 encoder
+        # tokens, fewer than the recipe's 900 two-stage proposals
+        (SPARSE, {
+            'rpn_head.num_proposals': 20
+        }),
+        (DINO, {
+            'num_queries': 50
+        }),
+    ])
+def test_full_config_cpu_train_step_reaches_shared_and_private(path, detector):
     model = build(path, **detector)
     # the parts of mmdet's init a forward needs (Sparse R-CNN's proposal
     # boxes, DINO's level embeddings), without the pretrained backbone
@@ -150,8 +157,7 @@ def share_spec(cfg):
 
 
 @pytest.mark.parametrize('name', sorted(TINY))
-def test_sharing_an_mmdet_stack_whose_layers_start_equal_changes_nothing(
-        name):
+def test_sharing_an_mmdet_stack_whose_layers_start_equal_changes_nothing(name):
     """Shared weight = layer 0's weights, private parts zero: the detector
     computes what it computed before its stack was shared."""
     cfg = load_config(TINY[name])
@@ -220,14 +226,17 @@ def test_share_entries_are_checked_naming_the_field():
     cfg = load_config(TINY['sparse_rcnn'])
     bad = copy.deepcopy(cfg.model)
     bad.share[0].stack = 'roi_head.bbox_heads'
-    with pytest.raises(ValueError, match=r"model.share\[0\]: stack="
-                       r"'roi_head.bbox_heads' is not an nn.ModuleList of "
-                       'SparseRCNN'):
+    with pytest.raises(
+            ValueError,
+            match=r"model.share\[0\]: stack="
+            r"'roi_head.bbox_heads' is not an nn.ModuleList of "
+            'SparseRCNN'):
         MODELS.build(bad)
     bad = copy.deepcopy(cfg.model)
     bad.share[0].lorts = bad.share[0].pop('lorst')
-    with pytest.raises(TypeError, match=r"model.share\[0\]: entry: unknown "
-                       "key 'lorts'"):
+    with pytest.raises(
+            TypeError, match=r"model.share\[0\]: entry: unknown "
+            "key 'lorts'"):
         MODELS.build(bad)
 
 
@@ -241,16 +250,23 @@ class _Snapshot(Hook):
     """The shared stacks' parameters when training starts (after init)."""
 
     def before_train(self, runner):
-        self.before = {n: p.detach().clone()
-                       for n, p in lors_params(runner.model).items()}
+        self.before = {
+            n: p.detach().clone()
+            for n, p in lors_params(runner.model).items()
+        }
 
 
 @pytest.fixture(scope='module')
 def synthetic_root(tmp_path_factory):
     from lors_det.datasets import make_synthetic_coco
     root = tmp_path_factory.mktemp('lors_mmdet_data')
-    make_synthetic_coco(str(root), num_train=4, num_val=2, img_size=64,
-                        min_objects=1, empty_ratio=0.0)
+    make_synthetic_coco(
+        str(root),
+        num_train=4,
+        num_val=2,
+        img_size=64,
+        min_objects=1,
+        empty_ratio=0.0)
     return str(root) + '/'
 
 
@@ -261,11 +277,11 @@ def test_tiny_synthetic_config_trains_and_evaluates(name, synthetic_root,
     for loader in (cfg.train_dataloader, cfg.val_dataloader):
         loader.dataset.data_root = synthetic_root
     cfg.test_dataloader = cfg.val_dataloader
-    cfg.val_evaluator.ann_file = (synthetic_root +
-                                  'annotations/instances_val.json')
+    cfg.val_evaluator.ann_file = (
+        synthetic_root + 'annotations/instances_val.json')
     cfg.test_evaluator = cfg.val_evaluator
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=2,
-                         val_interval=100)
+    cfg.train_cfg = dict(
+        type='IterBasedTrainLoop', max_iters=2, val_interval=100)
     cfg.param_scheduler = None
     cfg.optim_wrapper.optimizer.lr = 1e-3
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=100)
@@ -274,9 +290,11 @@ def test_tiny_synthetic_config_trains_and_evaluates(name, synthetic_root,
     cfg.randomness = dict(seed=0)
     # Runner.from_cfg(cfg) but without cfg: the runner would spend ~10 s
     # pretty-printing the config into the log and the work_dir
-    runner = Runner(**{k: cfg.get(k) for k in RUNNER_KEYS},
-                    default_scope=cfg.default_scope,
-                    log_level='WARNING')
+    runner = Runner(
+        **{k: cfg.get(k)
+           for k in RUNNER_KEYS},
+        default_scope=cfg.default_scope,
+        log_level='WARNING')
     snapshot = _Snapshot()
     runner.register_hook(snapshot)
     runner.train()

@@ -4,9 +4,9 @@ dense one did (float64), for AdaMixer's decoder and for a LORSWrapper stack
 (Sparse R-CNN); configs that do not match are refused naming the weight."""
 import pytest
 import torch
+from helpers import SYNTHETIC, load_config, make_batch
 from mmdet.registry import MODELS
 
-from helpers import SYNTHETIC, load_config, make_batch
 from lors_det.lors.from_dense import FromDenseError
 from lors_det.models.from_dense import (ConfigMismatchError, convert_model,
                                         pair_stacks, rank_fields,
@@ -17,8 +17,8 @@ SPARSE = 'projects/lors_mmdet/configs/synthetic/' \
 # the tiny AdaMixer: C = 64, G = 2, c = 32, P_out = 32, P_in = 16. LORSA at
 # r = 16 covers the (32, 32) ACM matrices with 2 x 2 blocks and the (32, 16)
 # ASM ones with 2 x 1, so K = 4 is full rank; LORST r = 64 = min(64, 2048)
-FULL_ADAMIXER = dict(lorsa=dict(rank=16, num_factors=4),
-                     lorst=dict(rank=64, num_factors=1))
+FULL_ADAMIXER = dict(
+    lorsa=dict(rank=16, num_factors=4), lorst=dict(rank=64, num_factors=1))
 
 
 def build(path, seed=0, **mixing):
@@ -48,8 +48,8 @@ def double_batch():
 
 
 def assert_close_outputs(a, b):
-    flat_a, flat_b = torch.cat([t.flatten() for t in a]), torch.cat(
-        [t.flatten() for t in b])
+    flat_a, flat_b = torch.cat([t.flatten() for t in a
+                                ]), torch.cat([t.flatten() for t in b])
     assert flat_a.numel() == flat_b.numel() > 0
     torch.testing.assert_close(flat_a, flat_b, rtol=1e-9, atol=1e-9)
 
@@ -74,9 +74,11 @@ def test_adamixer_full_rank_conversion_gives_the_dense_outputs():
     dense = trained_dense_adamixer()
     lors = build(SYNTHETIC['lors'], seed=1, **FULL_ADAMIXER)
     reports = convert_model(dense, lors)
-    assert {r.name: r.kind for r in reports} == {
-        'decoder.mixing.generator': 'LORSA',
-        'decoder.mixing.out_proj': 'LORST'}
+    assert {r.name: r.kind
+            for r in reports} == {
+                'decoder.mixing.generator': 'LORSA',
+                'decoder.mixing.out_proj': 'LORST'
+            }
     assert max(f.rel_error for r in reports for f in r.fits) < 1e-12
     inputs, samples = double_batch()
     ref = stage_outputs(dense, inputs, samples)
@@ -114,7 +116,8 @@ def test_lors_wrapper_full_rank_conversion_gives_the_dense_outputs():
         'instance_interactive_conv-dynamic_layer',
         'lors.roi_head-bbox_head.lorst.instance_interactive_conv-fc_layer',
         'lors.roi_head-bbox_head.lorst.ffn-layers-0-0',
-        'lors.roi_head-bbox_head.lorst.ffn-layers-1'}
+        'lors.roi_head-bbox_head.lorst.ffn-layers-1'
+    }
     assert max(f.rel_error for r in reports for f in r.fits) < 1e-12
     inputs, samples = double_batch()
     with torch.no_grad():
@@ -126,7 +129,8 @@ def test_lors_wrapper_full_rank_conversion_gives_the_dense_outputs():
 def test_rank_fields_and_energy_ranks_name_the_config_blocks():
     dense, lors = sparse_rcnn_pair(full=False)
     assert set(rank_fields(load_config(SPARSE).model)) == {
-        'model.share[0].lorsa', 'model.share[0].lorst'}
+        'model.share[0].lorsa', 'model.share[0].lorst'
+    }
     ranks = ranks_for_energy(dense, lors, 0.3)
     assert set(ranks) == {'model.share[0].lorsa', 'model.share[0].lorst'}
     assert all(1 <= r <= 32 for r in ranks.values())
@@ -139,8 +143,10 @@ def test_mismatching_configs_are_refused_naming_the_weight():
     other = build(SYNTHETIC['lors'])
     other_cfg = load_config(SYNTHETIC['lors'])
     other_cfg.model.decoder.in_points = 8
-    with pytest.raises(ConfigMismatchError, match='decoder.mixing.generator: '
-                       r'the dense layers are Linear\(in=64, out=3072\)'):
+    with pytest.raises(
+            ConfigMismatchError,
+            match='decoder.mixing.generator: '
+            r'the dense layers are Linear\(in=64, out=3072\)'):
         pair_stacks(dense, MODELS.build(other_cfg.model))
     with pytest.raises(ConfigMismatchError, match='already builds a LORS'):
         pair_stacks(other, other)
@@ -148,14 +154,18 @@ def test_mismatching_configs_are_refused_naming_the_weight():
         pair_stacks(dense, build(SYNTHETIC['adamixer']))
     classes = load_config(SYNTHETIC['lors'])
     classes.model.decoder.num_classes = 5
-    with pytest.raises(ConfigMismatchError, match=r'not the dense config with'
-                       r' LORS stacks: decoder.stages.0.cls_fc.weight|'
-                       r'decoder.stages.0.\S+ \(\(5'):
+    with pytest.raises(
+            ConfigMismatchError,
+            match=r'not the dense config with'
+            r' LORS stacks: decoder.stages.0.cls_fc.weight|'
+            r'decoder.stages.0.\S+ \(\(5'):
         pair_stacks(dense, MODELS.build(classes.model))
     deeper = load_config(SYNTHETIC['adamixer'])
     deeper.model.decoder.stage.num_reg_fcs = 2  # weights LORS lacks
-    with pytest.raises(ConfigMismatchError, match=r'dense decoder.stages.0.'
-                       r'\S+ \(not in the LORS model\)'):
+    with pytest.raises(
+            ConfigMismatchError,
+            match=r'dense decoder.stages.0.'
+            r'\S+ \(not in the LORS model\)'):
         pair_stacks(MODELS.build(deeper.model), other)
     sparse_dense, _ = sparse_rcnn_pair(full=False)
     with pytest.raises(ConfigMismatchError):

@@ -26,8 +26,8 @@ def test_relative_boxes_become_pixel_xyzr_per_image():
     assert not xyzr.requires_grad  # boxes enter the decoder detached
     # content: the same layer-normalised embeddings for every image
     torch.testing.assert_close(content[0], content[1])
-    torch.testing.assert_close(content.mean(-1), torch.zeros(2, 2),
-                               atol=1e-6, rtol=0)
-    torch.testing.assert_close(content.var(-1, unbiased=False),
-                               torch.ones(2, 2), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        content.mean(-1), torch.zeros(2, 2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        content.var(-1, unbiased=False), torch.ones(2, 2), atol=1e-4, rtol=0)
     assert content.requires_grad

@@ -22,9 +22,8 @@ def test_losses_of_one_image_by_hand():
     target = torch.zeros(1, 2, 3)
     target[0, 0, 1] = 1
     torch.testing.assert_close(
-        losses['loss_cls'],
-        2.0 * sigmoid_focal_loss(cls_score, target, alpha=0.25, gamma=2.0,
-                                 reduction='sum'))
+        losses['loss_cls'], 2.0 * sigmoid_focal_loss(
+            cls_score, target, alpha=0.25, gamma=2.0, reduction='sum'))
     whwh = torch.tensor([100., 50., 100., 50.])
     torch.testing.assert_close(
         losses['loss_bbox'], 5.0 * ((boxes[0, 0] - gt[0]) / whwh).abs().sum())

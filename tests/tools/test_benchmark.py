@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import REPO_ROOT, SYNTHETIC, build_model
+
 from lors_det.lors import count_parameters
 
 TOOL = osp.join(REPO_ROOT, 'tools', 'analysis', 'benchmark.py')
@@ -28,9 +28,10 @@ def _run(ms):
 def test_rounds_combine_to_medians_and_per_round_ratios():
     """Two configs, three rounds: the ratio is the median of the per-round
     ratios (not the ratio of the medians), min/max span all rounds."""
-    rounds = [[dict(config='a', train=_run(a)), dict(config='b',
-                                                     train=_run(b))]
-              for a, b in ((100, 110), (200, 180), (100, 150))]
+    rounds = [[
+        dict(config='a', train=_run(a)),
+        dict(config='b', train=_run(b))
+    ] for a, b in ((100, 110), (200, 180), (100, 150))]
     a, b = _tool().combine(rounds)
     assert a['rounds'] == b['rounds'] == 3
     assert a['train']['ms'] == 100 and b['train']['ms'] == 150
@@ -43,11 +44,15 @@ def test_rounds_combine_to_medians_and_per_round_ratios():
 @pytest.mark.slow
 def test_benchmark_json_reports_every_phase_and_the_merged_variant():
     cfg = SYNTHETIC['lors']
-    out = subprocess.run(
-        [sys.executable, 'tools/analysis/benchmark.py', cfg, cfg + ':merged',
-         '--json', '--shape', '64', '64', '--warmup', '0', '--repeats', '1',
-         '--rounds', '2'],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run([
+        sys.executable, 'tools/analysis/benchmark.py', cfg, cfg + ':merged',
+        '--json', '--shape', '64', '64', '--warmup', '0', '--repeats', '1',
+        '--rounds', '2'
+    ],
+                         cwd=REPO_ROOT,
+                         capture_output=True,
+                         text=True,
+                         check=True)
     results = json.loads(out.stdout)
     assert [r['merged'] for r in results] == [False, True]
     # CPU workers keep freed memory (no page faults per call, see docstring)
@@ -69,11 +74,17 @@ def test_benchmark_json_reports_every_phase_and_the_merged_variant():
 def test_benchmark_rejects_a_missing_config_and_zero_rounds():
     out = subprocess.run(
         [sys.executable, 'tools/analysis/benchmark.py', 'nope.py'],
-        cwd=REPO_ROOT, capture_output=True, text=True)
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True)
     assert out.returncode != 0 and 'nope.py' in out.stderr
-    out = subprocess.run(
-        [sys.executable, 'tools/analysis/benchmark.py', SYNTHETIC['lors'],
-         '--rounds', '0'], cwd=REPO_ROOT, capture_output=True, text=True)
+    out = subprocess.run([
+        sys.executable, 'tools/analysis/benchmark.py', SYNTHETIC['lors'],
+        '--rounds', '0'
+    ],
+                         cwd=REPO_ROOT,
+                         capture_output=True,
+                         text=True)
     assert out.returncode != 0 and '--rounds' in out.stderr
 
 
@@ -82,15 +93,20 @@ def test_mixing_mode_times_one_mixing_call_per_stage():
     """``--mixing STAGE``: the three phases of one mixing call, the stage
     and its K, and the parameters of the mixing module, not the decoder."""
     cfg = SYNTHETIC['lors']
-    out = subprocess.run(
-        [sys.executable, 'tools/analysis/benchmark.py', SYNTHETIC['adamixer'],
-         cfg, cfg + ':merged', '--mixing', '5', '--json', '--warmup', '0',
-         '--repeats', '1'],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run([
+        sys.executable, 'tools/analysis/benchmark.py', SYNTHETIC['adamixer'],
+        cfg, cfg + ':merged', '--mixing', '5', '--json', '--warmup', '0',
+        '--repeats', '1'
+    ],
+                         cwd=REPO_ROOT,
+                         capture_output=True,
+                         text=True,
+                         check=True)
     results = json.loads(out.stdout)
     lors = build_model(cfg).decoder.mixing
     assert [r['num_factors'] for r in results] == [
-        None, lors.generator.num_factors[5], lors.generator.num_factors[5]]
+        None, lors.generator.num_factors[5], lors.generator.num_factors[5]
+    ]
     for r, name in zip(results, ('adamixer', 'lors', 'lors')):
         assert r['mixing_stage'] == 5
         assert {'forward', 'train', 'infer'} <= set(r)
@@ -98,14 +114,20 @@ def test_mixing_mode_times_one_mixing_call_per_stage():
         mixing = build_model(SYNTHETIC[name]).decoder.mixing
         assert r['mixing_params'] == count_parameters(mixing)['total']
     assert all(r['malloc'] == 'retained' for r in results)
-    system = subprocess.run(
-        [sys.executable, 'tools/analysis/benchmark.py', cfg, '--mixing', '0',
-         '--system-malloc', '--warmup', '0', '--repeats', '1'],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    system = subprocess.run([
+        sys.executable, 'tools/analysis/benchmark.py', cfg, '--mixing', '0',
+        '--system-malloc', '--warmup', '0', '--repeats', '1'
+    ],
+                            cwd=REPO_ROOT,
+                            capture_output=True,
+                            text=True,
+                            check=True)
     assert 'device cpu, malloc system,' in system.stdout
     bad = subprocess.run(
         [sys.executable, 'tools/analysis/benchmark.py', cfg, '--mixing', '6'],
-        cwd=REPO_ROOT, capture_output=True, text=True)
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True)
     assert bad.returncode != 0 and '--mixing 6' in bad.stderr
 
 
@@ -113,11 +135,15 @@ def test_mixing_mode_times_one_mixing_call_per_stage():
 def test_compile_flag_times_the_compiled_mixing():
     """``--compile``: the phases run under torch.compile (inductor), and
     the JSON says so (one mixing call: the smallest graphs to compile)."""
-    out = subprocess.run(
-        [sys.executable, 'tools/analysis/benchmark.py', SYNTHETIC['lors'],
-         '--mixing', '0', '--compile', '--json', '--warmup', '0',
-         '--repeats', '1'],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run([
+        sys.executable, 'tools/analysis/benchmark.py', SYNTHETIC['lors'],
+        '--mixing', '0', '--compile', '--json', '--warmup', '0', '--repeats',
+        '1'
+    ],
+                         cwd=REPO_ROOT,
+                         capture_output=True,
+                         text=True,
+                         check=True)
     r, = json.loads(out.stdout)
     assert r['compile'] is True and r['mixing_stage'] == 0
     assert all(r[p]['ms'] > 0 for p in ('forward', 'train', 'infer'))

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import LORS_CFG, REPO_ROOT
 
 TOOLS = os.path.join(REPO_ROOT, 'tools')
@@ -131,8 +130,7 @@ TOOL_ARGS = {
     'model_converters/lorita_compress.py':
     (lambda c, t: [c, f'{t}/x.pth', f'{t}/o.pth', '--rank', '2'], None),
     'model_converters/adamixer_to_lors_det.py':
-    (lambda c, t: [f'{t}/x.pth', f'{t}/o.pth', '--config', c],
-     _adamixer_main),
+    (lambda c, t: [f'{t}/x.pth', f'{t}/o.pth', '--config', c], _adamixer_main),
     'model_converters/lors_to_lors_det.py':
     (lambda c, t: [f'{t}/x.pth', f'{t}/o.pth', '--config', c], _lors_main),
 }

@@ -37,16 +37,18 @@ from lors_det.models.official_keys import (ConversionError,
 from lors_det.models.param_counts import build_model
 
 CONVERTERS = {
-    'adamixer': osp.join(REPO_ROOT, 'tools', 'model_converters',
-                         'adamixer_to_lors_det.py'),
-    'lors': osp.join(REPO_ROOT, 'tools', 'model_converters',
-                     'lors_to_lors_det.py'),
+    'adamixer':
+    osp.join(REPO_ROOT, 'tools', 'model_converters',
+             'adamixer_to_lors_det.py'),
+    'lors':
+    osp.join(REPO_ROOT, 'tools', 'model_converters', 'lors_to_lors_det.py'),
 }
 CONFIGS = {
-    'adamixer': osp.join(REPO_ROOT, 'configs', 'synthetic',
-                         'adamixer_tiny_synthetic.py'),
-    'lors': osp.join(REPO_ROOT, 'configs', 'synthetic',
-                     'adamixer-lors_tiny_synthetic.py'),
+    'adamixer':
+    osp.join(REPO_ROOT, 'configs', 'synthetic', 'adamixer_tiny_synthetic.py'),
+    'lors':
+    osp.join(REPO_ROOT, 'configs', 'synthetic',
+             'adamixer-lors_tiny_synthetic.py'),
 }
 # the tiny synthetic configs' decoder (see configs/synthetic)
 C, HEADS, FF, NUM_CLASSES, N_STAGES = 64, 4, 256, 3, 6
@@ -231,16 +233,21 @@ def make_checkpoint(tmp_path, kind, seed=0):
     model.eval()
     official = to_official(model.state_dict(), lors=kind == 'lors')
     src = str(tmp_path / f'official_{kind}.pth')
-    torch.save(dict(state_dict=official,
-                    meta=dict(mmdet_version='2.19.0', epoch=12,
-                              CLASSES=('circle', 'square', 'triangle'))),
-               src)
+    torch.save(
+        dict(
+            state_dict=official,
+            meta=dict(
+                mmdet_version='2.19.0',
+                epoch=12,
+                CLASSES=('circle', 'square', 'triangle'))), src)
     return model, official, src
 
 
 def run_cli(kind, *args):
     return subprocess.run([sys.executable, CONVERTERS[kind], *args],
-                          cwd=REPO_ROOT, capture_output=True, text=True,
+                          cwd=REPO_ROOT,
+                          capture_output=True,
+                          text=True,
                           timeout=300)
 
 
@@ -248,9 +255,10 @@ def official_adamixer_mixing(sd, i, x, query):
     """Official AdaptiveMixing.forward + AdaptiveSamplingMixing.norm."""
     p = f'roi_head.bbox_head.{i}.sampling_n_mixing.'
     B, N = query.shape[:2]
-    params = F.linear(query, sd[p + 'adaptive_mixing.parameter_generator.0.'
-                                'weight'],
-                      sd[p + 'adaptive_mixing.parameter_generator.0.bias'])
+    params = F.linear(
+        query, sd[p + 'adaptive_mixing.parameter_generator.0.'
+                  'weight'],
+        sd[p + 'adaptive_mixing.parameter_generator.0.bias'])
     params = params.reshape(B * N, G, -1)
     M, S = params.split([c * c, P_OUT * P_IN], 2)
     M = M.reshape(B * N, G, c, c)
@@ -260,9 +268,9 @@ def official_adamixer_mixing(sd, i, x, query):
     out = F.relu(F.layer_norm(out, [out.size(-2), out.size(-1)]))
     out = torch.matmul(S, out)
     out = F.relu(F.layer_norm(out, [out.size(-2), out.size(-1)]))
-    out = F.linear(out.reshape(B, N, -1),
-                   sd[p + 'adaptive_mixing.out_proj.weight'],
-                   sd[p + 'adaptive_mixing.out_proj.bias'])
+    out = F.linear(
+        out.reshape(B, N, -1), sd[p + 'adaptive_mixing.out_proj.weight'],
+        sd[p + 'adaptive_mixing.out_proj.bias'])
     return F.layer_norm(query + out, [C], sd[p + 'norm.weight'],
                         sd[p + 'norm.bias'])
 
@@ -293,8 +301,8 @@ def official_lors_mixing(sd, i, x, query):
     out = F.relu(F.layer_norm(S @ out, [P_OUT, c]))
     weight = sd[p + 'base_out_proj.weight'] + (
         sd[p + f'out_weight_add_B.{i}'] @ sd[p + f'out_weight_add_A.{i}'])
-    out = F.linear(out.reshape(B, N, -1), weight,
-                   sd[p + f'out_weight_bias.{i}'])
+    out = F.linear(
+        out.reshape(B, N, -1), weight, sd[p + f'out_weight_bias.{i}'])
     return F.layer_norm(query + out, [C], sd[p + f'out_norm.{i}.weight'],
                         sd[p + f'out_norm.{i}.bias'])
 
@@ -317,8 +325,7 @@ def test_round_trip_through_cli(tmp_path, kind):
     meta = ckpt['meta']
     assert meta['converted_from'] == osp.abspath(src)
     assert meta['num_stages'] == N_STAGES
-    assert meta['dataset_meta']['classes'] == ('circle', 'square',
-                                               'triangle')
+    assert meta['dataset_meta']['classes'] == ('circle', 'square', 'triangle')
 
     # (i) every tensor equals the original
     original = model.state_dict()
@@ -332,8 +339,8 @@ def test_round_trip_through_cli(tmp_path, kind):
     fresh = build_model(CONFIGS[kind])
     fresh.load_state_dict(converted, strict=True)
     fresh.eval()
-    images = torch.randn(2, 3, 64, 64,
-                         generator=torch.Generator().manual_seed(1))
+    images = torch.randn(
+        2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         before = model._forward(images)
         after = fresh._forward(images)
@@ -351,8 +358,9 @@ def test_mixing_layout_matches_official_math(kind):
     model = build_model(CONFIGS[kind])
     randomise(model, seed=2)
     official = to_official(model.state_dict(), lors=kind == 'lors')
-    convert = (convert_adamixer_state_dict
-               if kind == 'adamixer' else convert_lors_state_dict)
+    convert = (
+        convert_adamixer_state_dict
+        if kind == 'adamixer' else convert_lors_state_dict)
     fresh = build_model(CONFIGS[kind])
     fresh.load_state_dict(convert(official), strict=True)
     fresh.eval()
@@ -360,8 +368,9 @@ def test_mixing_layout_matches_official_math(kind):
     B, N = 2, 5
     x = torch.randn(B, N, G, P_IN, c, generator=gen)
     query = torch.randn(B, N, C, generator=gen)
-    reference = (official_adamixer_mixing
-                 if kind == 'adamixer' else official_lors_mixing)
+    reference = (
+        official_adamixer_mixing
+        if kind == 'adamixer' else official_lors_mixing)
     with torch.no_grad():
         for i in range(N_STAGES):
             ours = fresh.decoder.mixing(x, query, stage=i)
@@ -390,8 +399,8 @@ def test_unknown_key_is_named(tmp_path):
 def test_wrong_converter_names_the_keys():
     lors = build_model(CONFIGS['lors'])
     official = to_official(lors.state_dict(), lors=True)
-    with pytest.raises(ConversionError,
-                       match=r'roi_head\.bbox_head\.0\.sampling\.'):
+    with pytest.raises(
+            ConversionError, match=r'roi_head\.bbox_head\.0\.sampling\.'):
         convert_adamixer_state_dict(official)
     adamixer = build_model(CONFIGS['adamixer'])
     official = to_official(adamixer.state_dict(), lors=False)
@@ -422,17 +431,21 @@ def test_missing_keys_reported(tmp_path):
     src = str(tmp_path / 'partial.pth')
     torch.save(official, src)
     lines = []
-    convert_checkpoint_file(src, str(tmp_path / 'out.pth'), 'lors',
-                            log=lines.append)
+    convert_checkpoint_file(
+        src, str(tmp_path / 'out.pth'), 'lors', log=lines.append)
     text = '\n'.join(lines)
     assert 'WARNING: 2 target key(s) missing' in text, text
     assert 'decoder.mixing.out_proj.private_B.4' in text
     assert 'decoder.stages.2.iof_tau' in text
     # the same against the model a config builds
     lines.clear()
-    convert_checkpoint_file(src, str(tmp_path / 'out.pth'), 'lors',
-                            config=CONFIGS['lors'], log=lines.append,
-                            force=True)  # replaces the first output
+    convert_checkpoint_file(
+        src,
+        str(tmp_path / 'out.pth'),
+        'lors',
+        config=CONFIGS['lors'],
+        log=lines.append,
+        force=True)  # replaces the first output
     assert 'WARNING: 2 target key(s) missing' in '\n'.join(lines)
 
 
@@ -454,7 +467,13 @@ def test_shape_mismatch_with_config_is_an_error(tmp_path):
     official['roi_head.adaptive_mixing.out_weight_add_B.0'] = torch.ones(
         C, LORS_R_OUT + 1)
     torch.save(dict(state_dict=official), src)
-    with pytest.raises(CheckpointMismatchError, match='another shape, e.g. '
-                       r'decoder\.mixing\.out_proj\.private_A\.0'):
-        convert_checkpoint_file(src, str(tmp_path / 'out.pth'), 'lors',
-                                config=CONFIGS['lors'], log=lambda s: None)
+    with pytest.raises(
+            CheckpointMismatchError,
+            match='another shape, e.g. '
+            r'decoder\.mixing\.out_proj\.private_A\.0'):
+        convert_checkpoint_file(
+            src,
+            str(tmp_path / 'out.pth'),
+            'lors',
+            config=CONFIGS['lors'],
+            log=lambda s: None)

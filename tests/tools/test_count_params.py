@@ -49,26 +49,51 @@ PRIVATE_ONLY = ('configs/lors/ablations/'
 TINY = 'configs/synthetic/adamixer_tiny_synthetic.py'
 TINY_LORS = 'configs/synthetic/adamixer-lors_tiny_synthetic.py'
 
-COCO = dict(C=256, heads=8, ffn=2048, classes=80, stages=6, P_out=128,
-            queries=100, depth=50, in_channels=(256, 512, 1024, 2048),
-            frozen_stages=1)
-SYNTH = dict(C=64, heads=4, ffn=256, classes=3, stages=6, P_out=32,
-             queries=20, depth=18, in_channels=(64, 128, 256, 512),
-             frozen_stages=-1, G=2, P_in=16)
+COCO = dict(
+    C=256,
+    heads=8,
+    ffn=2048,
+    classes=80,
+    stages=6,
+    P_out=128,
+    queries=100,
+    depth=50,
+    in_channels=(256, 512, 1024, 2048),
+    frozen_stages=1)
+SYNTH = dict(
+    C=64,
+    heads=4,
+    ffn=256,
+    classes=3,
+    stages=6,
+    P_out=32,
+    queries=20,
+    depth=18,
+    in_channels=(64, 128, 256, 512),
+    frozen_stages=-1,
+    G=2,
+    P_in=16)
 # LORS (paper Sec. 4 / official config famixer_r50_lors_100_query_1x_coco):
 # kernel_sizes r = 16, kernel_groups K = [1, 1, 2, 2, 3, 3],
 # mix_out_proj_ranks r_o = 8
 SPECS = {
-    ADAMIXER_4X32: dict(COCO, G=4, P_in=32, lors=None),
-    ADAMIXER_2X64: dict(COCO, G=2, P_in=64, lors=None),
-    LORS: dict(COCO, G=2, P_in=64,
-               lors=dict(r=16, K=[1, 1, 2, 2, 3, 3], r_out=8)),
+    ADAMIXER_4X32:
+    dict(COCO, G=4, P_in=32, lors=None),
+    ADAMIXER_2X64:
+    dict(COCO, G=2, P_in=64, lors=None),
+    LORS:
+    dict(COCO, G=2, P_in=64, lors=dict(r=16, K=[1, 1, 2, 2, 3, 3], r_out=8)),
     # paper Table 5 ablation: no common generator, no base_out_proj
-    PRIVATE_ONLY: dict(COCO, G=2, P_in=64,
-                       lors=dict(r=16, K=[1, 1, 2, 2, 3, 3], r_out=8,
-                                 shared=False)),
-    TINY: dict(SYNTH, lors=None),
-    TINY_LORS: dict(SYNTH, lors=dict(r=8, K=[1, 1, 2, 2, 3, 3], r_out=4)),
+    PRIVATE_ONLY:
+    dict(
+        COCO,
+        G=2,
+        P_in=64,
+        lors=dict(r=16, K=[1, 1, 2, 2, 3, 3], r_out=8, shared=False)),
+    TINY:
+    dict(SYNTH, lors=None),
+    TINY_LORS:
+    dict(SYNTH, lors=dict(r=8, K=[1, 1, 2, 2, 3, 3], r_out=4)),
 }
 
 
@@ -102,9 +127,10 @@ def official_adamixer_mixing(s):
     """Per-stage AdaptiveMixing + its LN, as dict of parts."""
     C, G, P_in, P_out = s['C'], s['G'], s['P_in'], s['P_out']
     c = C // G
-    return dict(generator=linear(C, G * (c * c + P_out * P_in)),
-                out_proj=linear(G * P_out * c, C),
-                norm=layer_norm(C))
+    return dict(
+        generator=linear(C, G * (c * c + P_out * P_in)),
+        out_proj=linear(G * P_out * c, C),
+        norm=layer_norm(C))
 
 
 def official_lors_mixing(s):
@@ -123,9 +149,12 @@ def official_lors_mixing(s):
     # base_out_proj (no bias)
     out_shared = linear(G * P_out * c, C, bias=False) * with_shared
     out_private = len(Ks) * (r_o * G * P_out * c + C * r_o + C)  # A, B, bias
-    return dict(gen_shared=gen_shared, gen_private=gen_private,
-                out_shared=out_shared, out_private=out_private,
-                norms=len(Ks) * layer_norm(C))
+    return dict(
+        gen_shared=gen_shared,
+        gen_private=gen_private,
+        out_shared=out_shared,
+        out_private=out_private,
+        norms=len(Ks) * layer_norm(C))
 
 
 def resnet(depth):
@@ -180,9 +209,15 @@ def expected_decoder(s):
         norms = m['norms']
         shared = m['gen_shared'] + m['out_shared']
         private = m['gen_private'] + m['out_private']
-    return dict(stage=official_stage(s), stages=stages, generator=gen,
-                out_proj=out, norms=norms, total=stages + gen + out + norms,
-                shared=shared, private=private)
+    return dict(
+        stage=official_stage(s),
+        stages=stages,
+        generator=gen,
+        out_proj=out,
+        norms=norms,
+        total=stages + gen + out + norms,
+        shared=shared,
+        private=private)
 
 
 # ---------------------------------------------------------------------------
@@ -245,8 +280,8 @@ def test_backbone_neck_query_generator(config):
     assert got['query_generator']['total'] == query_generator(s)
     # the initial boxes are a frozen (never-updated) parameter
     assert got['query_generator']['trainable'] == s['queries'] * s['C']
-    assert got['total']['total'] == (total + neck(s) + query_generator(s) +
-                                     expected_decoder(s)['total'])
+    assert got['total']['total'] == (
+        total + neck(s) + query_generator(s) + expected_decoder(s)['total'])
 
 
 def test_r50_known_values():
@@ -268,7 +303,9 @@ def test_lors_decoder_reduction():
 
 def _run(*args):
     return subprocess.run([sys.executable, COUNT_PARAMS, *args],
-                          cwd=REPO_ROOT, capture_output=True, text=True,
+                          cwd=REPO_ROOT,
+                          capture_output=True,
+                          text=True,
                           timeout=300)
 
 
@@ -277,8 +314,10 @@ def test_cli_json():
     proc = _run(LORS, '--json')
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)  # ONE JSON object, nothing else
-    assert set(data) == {'backbone', 'neck', 'query_generator', 'decoder',
-                         'total', 'decoder_shared', 'decoder_private'}
+    assert set(data) == {
+        'backbone', 'neck', 'query_generator', 'decoder', 'total',
+        'decoder_shared', 'decoder_private'
+    }
     assert all(isinstance(v, int) for v in data.values())
     s = SPECS[LORS]
     e = expected_decoder(s)
@@ -287,8 +326,9 @@ def test_cli_json():
     assert data['backbone'] == resnet(s['depth'])[0]
     assert data['neck'] == neck(s)
     assert data['query_generator'] == query_generator(s)
-    assert data['total'] == (data['backbone'] + data['neck'] +
-                             data['query_generator'] + data['decoder'])
+    assert data['total'] == (
+        data['backbone'] + data['neck'] + data['query_generator'] +
+        data['decoder'])
     assert data['decoder'] == e['total']
     assert data['decoder_shared'] == e['shared']
     assert data['decoder_private'] == e['private']

@@ -49,8 +49,9 @@ def _is_png(path):
 @pytest.fixture(scope='module')
 def demo_dir(tmp_path_factory):
     work_dir = tmp_path_factory.mktemp('demo') / 'work'
-    _, out = _run([sys.executable, DEMO, '--quick', '--work-dir',
-                   str(work_dir)])
+    _, out = _run(
+        [sys.executable, DEMO, '--quick', '--work-dir',
+         str(work_dir)])
     return str(work_dir), out
 
 
@@ -73,8 +74,8 @@ def test_demo_quick_outputs(demo_dir):
     assert f"bbox mAP {metrics['coco/bbox_mAP']:.3f}  AP50 " \
         f"{metrics['coco/bbox_mAP_50']:.3f}" in out
     # --quick's settings reached the run
-    assert res['config']['dataset'] == dict(num_train=8, num_val=4,
-                                            img_size=64, seed=0)
+    assert res['config']['dataset'] == dict(
+        num_train=8, num_val=4, img_size=64, seed=0)
     assert res['config']['iters_per_epoch'] == 2
     assert res['config']['data_root'] == osp.join(work_dir, 'data') + '/'
     # parameter counts with the LORS shared / private split
@@ -98,9 +99,12 @@ def test_demo_quick_outputs(demo_dir):
 
 @pytest.mark.slow
 def test_demo_missing_config(tmp_path):
-    code, out = _run([sys.executable, DEMO, '--quick', '--config',
-                      str(tmp_path / 'nope.py'), '--work-dir',
-                      str(tmp_path / 'w')], check=False)
+    code, out = _run([
+        sys.executable, DEMO, '--quick', '--config',
+        str(tmp_path / 'nope.py'), '--work-dir',
+        str(tmp_path / 'w')
+    ],
+                     check=False)
     assert code == 2 and 'does not exist' in out
 
 
@@ -124,8 +128,8 @@ def _demo_cfg(demo_tool, *argv):
 def test_demo_config_defaults(demo_tool):
     """Without options the run is the demo config's, unedited."""
     cfg = _demo_cfg(demo_tool, '--work-dir', 'w')
-    assert cfg.synthetic_data == dict(num_train=1024, num_val=64,
-                                      img_size=128, seed=0)
+    assert cfg.synthetic_data == dict(
+        num_train=1024, num_val=64, img_size=128, seed=0)
     assert cfg.train_cfg.max_epochs == 6
     assert cfg.param_scheduler[-1].milestones == [5]
     assert cfg.train_dataloader.dataset.data_root == 'data/synthetic_demo/'
@@ -135,9 +139,9 @@ def test_demo_config_defaults(demo_tool):
 
 
 def test_demo_options_override_config(demo_tool, tmp_path):
-    cfg = _demo_cfg(demo_tool, '--epochs', '12', '--data-root',
-                    str(tmp_path), '--num-train', '16', '--img-size', '96',
-                    '--seed', '3', '--work-dir', 'w')
+    cfg = _demo_cfg(demo_tool, '--epochs', '12', '--data-root', str(tmp_path),
+                    '--num-train', '16', '--img-size', '96', '--seed', '3',
+                    '--work-dir', 'w')
     assert cfg.train_cfg.max_epochs == 12
     assert cfg.default_hooks.checkpoint.interval == 12
     assert cfg.param_scheduler[-1].milestones == [10]  # 5 of 6 epochs
@@ -149,16 +153,16 @@ def test_demo_options_override_config(demo_tool, tmp_path):
     for split in ('val', 'test'):
         assert cfg[f'{split}_evaluator'].ann_file == \
             root + 'annotations/instances_val.json'
-    assert cfg.synthetic_data == dict(num_train=16, num_val=64, img_size=96,
-                                      seed=3)
+    assert cfg.synthetic_data == dict(
+        num_train=16, num_val=64, img_size=96, seed=3)
     assert cfg.randomness.seed == 3
     assert cfg.work_dir == 'w'
 
 
 def test_demo_refuses_classes_unlike_the_data(demo_tool, tmp_path):
     from lors_det.datasets import make_synthetic_coco
-    ann_file = make_synthetic_coco(str(tmp_path), num_train=1, num_val=1,
-                                   img_size=32)['val_ann_file']
+    ann_file = make_synthetic_coco(
+        str(tmp_path), num_train=1, num_val=1, img_size=32)['val_ann_file']
     demo_tool.check_classes(_demo_cfg(demo_tool, '--work-dir', 'w'), ann_file)
     coco_cfg = _demo_cfg(demo_tool, '--config', COCO_CFG, '--work-dir', 'w')
     with pytest.raises(ValueError, match="classes is None.*holds .'circle'"):
@@ -176,11 +180,20 @@ def _write_scalars(run_dir, records):
 
 @pytest.mark.slow
 def test_plot_curves_writes_png(tmp_path):
-    train = [{'lr': 1e-4, 'loss': 9.0 - i, 's5.loss_cls': 1.0 / (i + 1),
-              's5.loss_bbox': 2.0, 's5.loss_iou': 0.5, 'iter': 10 * (i + 1),
-              'step': 10 * (i + 1)} for i in range(3)]
-    val = [{'coco/bbox_mAP': 0.1 * e, 'coco/bbox_mAP_50': 0.2 * e,
-            'step': e} for e in (1, 2)]
+    train = [{
+        'lr': 1e-4,
+        'loss': 9.0 - i,
+        's5.loss_cls': 1.0 / (i + 1),
+        's5.loss_bbox': 2.0,
+        's5.loss_iou': 0.5,
+        'iter': 10 * (i + 1),
+        'step': 10 * (i + 1)
+    } for i in range(3)]
+    val = [{
+        'coco/bbox_mAP': 0.1 * e,
+        'coco/bbox_mAP_50': 0.2 * e,
+        'step': e
+    } for e in (1, 2)]
     _write_scalars(tmp_path / '20260101_000000', train[:1])  # older run
     _write_scalars(tmp_path / '20260102_000000', train + val)
     _, out = _run([sys.executable, PLOT_CURVES, str(tmp_path)])
@@ -191,8 +204,12 @@ def test_plot_curves_writes_png(tmp_path):
 
 @pytest.mark.slow
 def test_plot_curves_missing_scalars(tmp_path):
-    code, out = _run([sys.executable, PLOT_CURVES, str(tmp_path), '--out',
-                      str(tmp_path / 'c.png')], check=False)
+    code, out = _run([
+        sys.executable, PLOT_CURVES,
+        str(tmp_path), '--out',
+        str(tmp_path / 'c.png')
+    ],
+                     check=False)
     assert code != 0
     assert osp.join(str(tmp_path), 'vis_data', 'scalars.json') in out
     assert not (tmp_path / 'c.png').exists()
@@ -208,9 +225,13 @@ def test_visualize_sampling_points_lors(demo_dir, tmp_path):
     assert ckpts, 'the demo saved no checkpoint'
     image = osp.join(work_dir, 'data', 'val', '000000.png')
     out = tmp_path / 'points.png'
-    _, log = _run([sys.executable, VIS, LORS_CFG,
-                   osp.join(work_dir, sorted(ckpts)[-1]), image, '--stage',
-                   '2', '--topk', '2', '--out', str(out)])
+    _, log = _run([
+        sys.executable, VIS, LORS_CFG,
+        osp.join(work_dir,
+                 sorted(ckpts)[-1]), image, '--stage', '2', '--topk', '2',
+        '--out',
+        str(out)
+    ])
     assert _is_png(out)
     assert log.count('query ') == 2
 
@@ -221,23 +242,35 @@ def test_visualize_sampling_points_plain(tmp_path):
     import lors_det  # noqa: F401
     from lors_det.datasets import make_synthetic_coco
     from lors_det.models.param_counts import build_model
-    make_synthetic_coco(str(tmp_path / 'data'), num_train=1, num_val=1,
-                        img_size=64, min_objects=1, empty_ratio=0.0)
+    make_synthetic_coco(
+        str(tmp_path / 'data'),
+        num_train=1,
+        num_val=1,
+        img_size=64,
+        min_objects=1,
+        empty_ratio=0.0)
     model = build_model(PLAIN_CFG)
     ckpt = tmp_path / 'plain.pth'
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
     out = tmp_path / 'plain.png'
-    _, log = _run([sys.executable, VIS, PLAIN_CFG, str(ckpt),
-                   str(tmp_path / 'data' / 'val' / '000000.png'),
-                   '--query', '3', '--out', str(out)])
+    _, log = _run([
+        sys.executable, VIS, PLAIN_CFG,
+        str(ckpt),
+        str(tmp_path / 'data' / 'val' / '000000.png'), '--query', '3', '--out',
+        str(out)
+    ])
     assert _is_png(out)
     assert 'query 3:' in log
 
 
 @pytest.mark.slow
 def test_visualize_sampling_points_bad_query(tmp_path):
-    code, log = _run([sys.executable, VIS, PLAIN_CFG, str(tmp_path / 'x'),
-                      str(tmp_path / 'y.png')], check=False)
+    code, log = _run([
+        sys.executable, VIS, PLAIN_CFG,
+        str(tmp_path / 'x'),
+        str(tmp_path / 'y.png')
+    ],
+                     check=False)
     assert code != 0 and 'does not exist' in log
 
 

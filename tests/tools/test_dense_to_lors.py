@@ -32,9 +32,10 @@ def dense_ckpt(tmp_path_factory):
         for layer in model.decoder.mixing.generator.layers:
             layer.weight.normal_(std=0.05)
     path = tmp_path_factory.mktemp('dense') / 'dense.pth'
-    torch.save(dict(state_dict=model.state_dict(),
-                    meta=dict(dataset_meta=dict(classes=('a', 'b', 'c')))),
-               path)
+    torch.save(
+        dict(
+            state_dict=model.state_dict(),
+            meta=dict(dataset_meta=dict(classes=('a', 'b', 'c')))), path)
     return str(path)
 
 
@@ -48,8 +49,10 @@ def test_cli_converts_reports_and_the_output_loads(dense_ckpt, tmp_path):
     res = run([sys.executable, TOOL, DENSE, dense_ckpt, LORS, out])
     text = res.stdout
     assert 'rel. error' in text and 'energy kept' in text
-    rows = [ln for ln in text.splitlines() if ln.startswith('decoder.mixing')
-            and ('(LORSA)' in ln or '(LORST)' in ln)]
+    rows = [
+        ln for ln in text.splitlines() if ln.startswith('decoder.mixing') and (
+            '(LORSA)' in ln or '(LORST)' in ln)
+    ]
     assert len(rows) == 12  # 6 stages x (generator, out_proj)
     assert 'whole model' in text and 'model.decoder.mixing.lorsa rank=8' in \
         text
@@ -58,8 +61,10 @@ def test_cli_converts_reports_and_the_output_loads(dense_ckpt, tmp_path):
     meta = ckpt['meta']
     assert meta['dataset_meta'] == dict(classes=('a', 'b', 'c'))
     info = meta['dense_to_lors']
-    assert info['ranks'] == {'model.decoder.mixing.lorsa': 8,
-                             'model.decoder.mixing.lorst': 4}
+    assert info['ranks'] == {
+        'model.decoder.mixing.lorsa': 8,
+        'model.decoder.mixing.lorst': 4
+    }
     assert len(info['layers']['decoder.mixing.generator']) == 6
     # refusals, each one line: OUT exists, OUT is an input
     for args, msg in (([out], "OUT '%s' exists; pass --force" % out),
@@ -75,8 +80,11 @@ def test_cli_converts_reports_and_the_output_loads(dense_ckpt, tmp_path):
 def test_cli_refuses_a_checkpoint_of_another_config(dense_ckpt, tmp_path):
     lors_ckpt = str(tmp_path / 'lors_trained.pth')
     torch.save(dict(state_dict=build_model(LORS).state_dict()), lors_ckpt)
-    res = run([sys.executable, TOOL, DENSE, lors_ckpt, LORS,
-               str(tmp_path / 'o.pth')], check=False)
+    res = run([
+        sys.executable, TOOL, DENSE, lors_ckpt, LORS,
+        str(tmp_path / 'o.pth')
+    ],
+              check=False)
     last = res.stdout.strip().splitlines()[-1]
     assert res.returncode != 0 and last.startswith('error: ')
     assert lors_ckpt in last and 'does not fit the model' in last
@@ -86,8 +94,8 @@ def test_cli_refuses_a_checkpoint_of_another_config(dense_ckpt, tmp_path):
 @pytest.mark.slow
 def test_energy_picks_ranks_and_writes_their_config(dense_ckpt, tmp_path):
     out = str(tmp_path / 'e.pth')
-    result = convert_dense_checkpoint(DENSE, dense_ckpt, LORS, out,
-                                      energy=0.3, log=quiet)
+    result = convert_dense_checkpoint(
+        DENSE, dense_ckpt, LORS, out, energy=0.3, log=quiet)
     assert result.changed and result.out_config == str(tmp_path / 'e.py')
     for stack in result.stacks:
         assert min(f.energy_kept for f in stack.fits) >= 0.3
@@ -99,8 +107,12 @@ def test_energy_picks_ranks_and_writes_their_config(dense_ckpt, tmp_path):
     load_weights(build_model(cfg), out)
     # one rank lower would not reach it (the smallest rank is chosen)
     lower = convert_dense_checkpoint(
-        DENSE, dense_ckpt, LORS, str(tmp_path / 'l.pth'),
-        rank=result.ranks['model.decoder.mixing.lorst'] - 1, log=quiet)
+        DENSE,
+        dense_ckpt,
+        LORS,
+        str(tmp_path / 'l.pth'),
+        rank=result.ranks['model.decoder.mixing.lorst'] - 1,
+        log=quiet)
     lorst = [s for s in lower.stacks if s.kind == 'LORST'][0]
     assert min(f.energy_kept for f in lorst.fits) < 0.3
 
@@ -114,9 +126,13 @@ def test_energy_picks_ranks_and_writes_their_config(dense_ckpt, tmp_path):
 ])
 def test_bad_ranks_are_refused(dense_ckpt, tmp_path, kwargs, error, match):
     with pytest.raises(error, match=match):
-        convert_dense_checkpoint(DENSE, dense_ckpt, LORS,
-                                 str(tmp_path / 'x.pth'), log=quiet,
-                                 **kwargs)
+        convert_dense_checkpoint(
+            DENSE,
+            dense_ckpt,
+            LORS,
+            str(tmp_path / 'x.pth'),
+            log=quiet,
+            **kwargs)
     assert not osp.exists(tmp_path / 'x.pth')
 
 
@@ -124,18 +140,28 @@ def test_configs_that_do_not_match_are_refused(dense_ckpt, tmp_path):
     other = tmp_path / 'lors_8points.py'
     other.write_text(f'_base_ = {LORS!r}\n'
                      'model = dict(decoder=dict(in_points=8))\n')
-    with pytest.raises(ConfigMismatchError, match='decoder.mixing.generator:'
-                       ' the dense layers are Linear'):
-        convert_dense_checkpoint(DENSE, dense_ckpt, str(other),
-                                 str(tmp_path / 'x.pth'), log=quiet)
+    with pytest.raises(
+            ConfigMismatchError,
+            match='decoder.mixing.generator:'
+            ' the dense layers are Linear'):
+        convert_dense_checkpoint(
+            DENSE, dense_ckpt, str(other), str(tmp_path / 'x.pth'), log=quiet)
     with pytest.raises(ConfigMismatchError, match='already builds a LORS'):
-        convert_dense_checkpoint(LORS, _lors_ckpt(tmp_path), LORS,
-                                 str(tmp_path / 'y.pth'), log=quiet)
+        convert_dense_checkpoint(
+            LORS,
+            _lors_ckpt(tmp_path),
+            LORS,
+            str(tmp_path / 'y.pth'),
+            log=quiet)
     with pytest.raises(OutputPathError, match='is the input LORS_CONFIG'):
         convert_dense_checkpoint(DENSE, dense_ckpt, LORS, LORS, log=quiet)
     with pytest.raises(CheckpointMismatchError, match='does not fit'):
-        convert_dense_checkpoint(DENSE, _lors_ckpt(tmp_path), LORS,
-                                 str(tmp_path / 'z.pth'), log=quiet)
+        convert_dense_checkpoint(
+            DENSE,
+            _lors_ckpt(tmp_path),
+            LORS,
+            str(tmp_path / 'z.pth'),
+            log=quiet)
 
 
 def _lors_ckpt(tmp_path):
@@ -152,8 +178,10 @@ def test_lors_wrapper_checkpoint_converts_with_energy_ranks(tmp_path):
     sparse = osp.join(REPO_ROOT, 'projects', 'lors_mmdet', 'configs',
                       'synthetic', 'sparse-rcnn-lors_tiny_synthetic.py')
     lors_cfg = Config.fromfile(sparse)
-    dense_cfg = Config(dict(model=lors_cfg.model.detector,
-                            custom_imports=lors_cfg.custom_imports))
+    dense_cfg = Config(
+        dict(
+            model=lors_cfg.model.detector,
+            custom_imports=lors_cfg.custom_imports))
     dense_path = str(tmp_path / 'sparse_dense.py')
     dense_cfg.dump(dense_path)
     torch.manual_seed(0)
@@ -161,10 +189,10 @@ def test_lors_wrapper_checkpoint_converts_with_energy_ranks(tmp_path):
     ckpt = str(tmp_path / 'sparse_dense.pth')
     torch.save(dict(state_dict=dense.state_dict()), ckpt)
     out = str(tmp_path / 'sparse_lors.pth')
-    result = convert_dense_checkpoint(dense_path, ckpt, sparse, out,
-                                      energy=0.3, log=quiet)
-    assert set(result.ranks) == {'model.share[0].lorsa',
-                                 'model.share[0].lorst'}
+    result = convert_dense_checkpoint(
+        dense_path, ckpt, sparse, out, energy=0.3, log=quiet)
+    assert set(
+        result.ranks) == {'model.share[0].lorsa', 'model.share[0].lorst'}
     cfg = Config.fromfile(result.out_config)
     share = cfg.model.share[0]
     assert share.lorsa.rank == result.ranks['model.share[0].lorsa']

@@ -5,9 +5,8 @@ import importlib.util
 import os.path as osp
 
 import pytest
-from torch.profiler import ProfilerActivity, profile
-
 from helpers import REPO_ROOT, SYNTHETIC, load_config
+from torch.profiler import ProfilerActivity, profile
 
 # what the profiler counts, as multiply-adds (it counts 2 flops per MAC)
 PROFILER_MATMULS = ('aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm')
@@ -30,8 +29,9 @@ def test_decoder_flops_match_profiler(name):
     res = tool.analyze(cfg, (128, 128), decoder_only=True)
     ops = res['decoder_by_operator']
     assert ops['matmul'] > 0 and ops['linear'] > 0
-    assert not any(op in ('matmul', 'linear', 'bmm', 'mm', 'addmm')
-                   for op in res['unsupported_ops'])
+    assert not any(
+        op in ('matmul', 'linear', 'bmm', 'mm', 'addmm')
+        for op in res['unsupported_ops'])
 
     model = tool.build_model(cfg).eval()
     h, w = res['input_shape']
@@ -39,9 +39,9 @@ def test_decoder_flops_match_profiler(name):
     features = tool.random_features(model, 1, h, w)
     with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
         wrapper(*features)
-    profiler_macs = sum(e.flops for e in prof.key_averages()
-                        if e.key in PROFILER_MATMULS) / 2
-    comparable = res['decoder_flops'] - sum(
-        res['decoder_by_operator'][op] for op in NOT_IN_PROFILER)
+    profiler_macs = sum(
+        e.flops for e in prof.key_averages() if e.key in PROFILER_MATMULS) / 2
+    comparable = res['decoder_flops'] - sum(res['decoder_by_operator'][op]
+                                            for op in NOT_IN_PROFILER)
     assert comparable == pytest.approx(profiler_macs, rel=0.01)
     assert res['decoder_flops'] == pytest.approx(profiler_macs, rel=0.08)

@@ -60,16 +60,15 @@ def _randomise(model, seed=0):
     with torch.no_grad():
         for layer in find_lorita_layers(model).values():
             for w in layer.factors:
-                w.copy_(torch.randn(w.shape, generator=g) / math.sqrt(
-                    w.shape[1]))
-            layer.bias.copy_(0.1 * torch.randn(layer.bias.shape,
-                                               generator=g))
+                w.copy_(
+                    torch.randn(w.shape, generator=g) / math.sqrt(w.shape[1]))
+            layer.bias.copy_(0.1 * torch.randn(layer.bias.shape, generator=g))
     return model
 
 
 def _inputs():
-    return torch.randn(2, 3, 64, 64,
-                       generator=torch.Generator().manual_seed(1))
+    return torch.randn(
+        2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
 
 
 @torch.no_grad()
@@ -97,8 +96,11 @@ def lorita_ckpt(tmp_path_factory):
     """(checkpoint path, outputs of the uncompressed model, its params)."""
     torch.manual_seed(0)
     model = _randomise(build_model(LORITA_CFG))
-    path = _save(model, tmp_path_factory.mktemp('lorita') / 'random.pth',
-                 epoch=1, note='randomised')
+    path = _save(
+        model,
+        tmp_path_factory.mktemp('lorita') / 'random.pth',
+        epoch=1,
+        note='randomised')
     return path, _outputs(model), model_params(model)
 
 
@@ -114,9 +116,14 @@ def shared_model():
 def tiny_data(tmp_path_factory):
     from lors_det.datasets import make_synthetic_coco
     root = tmp_path_factory.mktemp('lorita_data')
-    make_synthetic_coco(str(root / 'data'), num_train=4,
-                        num_val=NUM_VAL_IMAGES, img_size=64, seed=0,
-                        min_objects=1, empty_ratio=0.0)
+    make_synthetic_coco(
+        str(root / 'data'),
+        num_train=4,
+        num_val=NUM_VAL_IMAGES,
+        img_size=64,
+        seed=0,
+        min_objects=1,
+        empty_ratio=0.0)
     data_root = str(root / 'data') + '/'
     cfg = root / 'lorita_tiny_eval.py'
     cfg.write_text(
@@ -143,9 +150,13 @@ def _run(cmd, check=True):
 def test_full_rank_compression_keeps_outputs(lorita_ckpt, shared_model,
                                              tmp_path):
     ckpt, before, _ = lorita_ckpt
-    report, model = compress_checkpoint(LORITA_CFG, ckpt,
-                                        str(tmp_path / 'full.pth'), 'rank',
-                                        64, model=shared_model)
+    report, model = compress_checkpoint(
+        LORITA_CFG,
+        ckpt,
+        str(tmp_path / 'full.pth'),
+        'rank',
+        64,
+        model=shared_model)
     assert len(report.layers) == NUM_LORITA_LAYERS
     assert all(r.rank == r.max_rank == 64 and not r.clamped
                for r in report.layers)
@@ -161,17 +172,17 @@ def test_low_rank_params_and_strict_reload(lorita_ckpt, shared_model,
                                            tmp_path):
     ckpt, before, params_before = lorita_ckpt
     out = str(tmp_path / 'r8.pth')
-    report, model = compress_checkpoint(LORITA_CFG, ckpt, out, 'rank', 8,
-                                        model=shared_model)
+    report, model = compress_checkpoint(
+        LORITA_CFG, ckpt, out, 'rank', 8, model=shared_model)
     assert report.model_params_before == params_before
     assert [r.rank for r in report.layers] == [8] * NUM_LORITA_LAYERS
     # reported reduction == real reduction == closed form
     reduction = report.model_params_before - report.model_params_after
     assert reduction == params_before - model_params(model)
-    assert reduction == (report.lorita_params_before -
-                         report.lorita_params_after)
-    expected_after = sum(8 * (r.in_features + r.out_features) +
-                         r.out_features for r in report.layers)
+    assert reduction == (
+        report.lorita_params_before - report.lorita_params_after)
+    expected_after = sum(8 * (r.in_features + r.out_features) + r.out_features
+                         for r in report.layers)
     assert report.lorita_params_after == expected_after
     assert reduction > 0
     text = format_report(report)
@@ -197,8 +208,8 @@ def test_low_rank_params_and_strict_reload(lorita_ckpt, shared_model,
 
 def test_rank_is_clamped_and_reported(lorita_ckpt, shared_model):
     ckpt, _, _ = lorita_ckpt
-    report, _ = compress_checkpoint(LORITA_CFG, ckpt, None, 'rank', 1000,
-                                    model=shared_model)
+    report, _ = compress_checkpoint(
+        LORITA_CFG, ckpt, None, 'rank', 1000, model=shared_model)
     assert all(r.clamped and r.rank == 64 for r in report.layers)
     assert any('clamped to 64' in n for n in report.notes)
     assert '(clamped)' in format_report(report)
@@ -215,9 +226,11 @@ def test_energy_one_keeps_all_nonzero_singular_values(lorita_ckpt,
     layers = find_lorita_layers(model)
     # make some products exactly rank-deficient: zero rows of the last
     # factor give zero rows of the product
-    deficient = {'decoder.stages.0.ffn.fc2': 16,
-                 'decoder.mixing.out_proj.layers.3': 40,
-                 'decoder.stages.2.ffn.fc1': 100}
+    deficient = {
+        'decoder.stages.0.ffn.fc2': 16,
+        'decoder.mixing.out_proj.layers.3': 40,
+        'decoder.stages.2.ffn.fc1': 100
+    }
     with torch.no_grad():
         for name, k in deficient.items():
             layers[name].factors[-1][:k] = 0
@@ -238,8 +251,10 @@ def test_energy_below_one_is_smallest_rank(lorita_ckpt, shared_model):
     ckpt, _, _ = lorita_ckpt
     model = shared_model
     model.load_state_dict(torch.load(ckpt)['state_dict'])
-    svals = {n: torch.linalg.svdvals(m.fold().detach().double())
-             for n, m in find_lorita_layers(model).items()}
+    svals = {
+        n: torch.linalg.svdvals(m.fold().detach().double())
+        for n, m in find_lorita_layers(model).items()
+    }
     report = compress_model(model, 'energy', 0.9)
     for row in report.layers:
         sq = svals[row.name].pow(2)
@@ -267,14 +282,14 @@ def test_global_ratio_pure():
 
 def test_global_ratio_on_model(lorita_ckpt, shared_model):
     ckpt, _, _ = lorita_ckpt
-    report, _ = compress_checkpoint(LORITA_CFG, ckpt, None, 'ratio', 0.25,
-                                    model=shared_model)
+    report, _ = compress_checkpoint(
+        LORITA_CFG, ckpt, None, 'ratio', 0.25, model=shared_model)
     kept, total = report.singular_values_kept
     assert total == 64 * NUM_LORITA_LAYERS
     assert kept == math.ceil(0.25 * total)
     assert all(r.rank >= 1 for r in report.layers)
-    report, _ = compress_checkpoint(LORITA_CFG, ckpt, None, 'ratio', 1.0,
-                                    model=shared_model)
+    report, _ = compress_checkpoint(
+        LORITA_CFG, ckpt, None, 'ratio', 1.0, model=shared_model)
     assert all(r.rank == 64 for r in report.layers)
 
 
@@ -297,8 +312,7 @@ def test_config_without_lorita_layers(lorita_ckpt):
         compress_checkpoint(PLAIN_CFG, ckpt, None, 'energy', 0.9)
 
 
-def test_checkpoint_not_matching_config(lorita_ckpt, shared_model,
-                                        tmp_path):
+def test_checkpoint_not_matching_config(lorita_ckpt, shared_model, tmp_path):
     ckpt, _, _ = lorita_ckpt
     sd = torch.load(ckpt)['state_dict']
     sd.pop('decoder.stages.1.ffn.fc2.bias')
@@ -306,8 +320,8 @@ def test_checkpoint_not_matching_config(lorita_ckpt, shared_model,
     bad = tmp_path / 'bad.pth'
     torch.save(dict(state_dict=sd), bad)
     with pytest.raises(CheckpointMismatchError) as e:
-        compress_checkpoint(LORITA_CFG, str(bad), None, 'rank', 4,
-                            model=shared_model)
+        compress_checkpoint(
+            LORITA_CFG, str(bad), None, 'rank', 4, model=shared_model)
     msg = str(e.value)
     assert str(bad) in msg
     assert 'missing from it, e.g. decoder.stages.1.ffn.fc2.bias' in msg
@@ -316,10 +330,11 @@ def test_checkpoint_not_matching_config(lorita_ckpt, shared_model,
     sd = torch.load(ckpt)['state_dict']
     sd['decoder.stages.0.ffn_norm.weight'] = torch.zeros(3)
     torch.save(dict(state_dict=sd), bad)
-    with pytest.raises(CheckpointMismatchError,
-                       match=r'ffn_norm.weight: checkpoint \(3,\)'):
-        compress_checkpoint(LORITA_CFG, str(bad), None, 'rank', 4,
-                            model=shared_model)
+    with pytest.raises(
+            CheckpointMismatchError,
+            match=r'ffn_norm.weight: checkpoint \(3,\)'):
+        compress_checkpoint(
+            LORITA_CFG, str(bad), None, 'rank', 4, model=shared_model)
 
 
 # ---------------------------------------------------------------------------
@@ -329,8 +344,8 @@ def test_checkpoint_not_matching_config(lorita_ckpt, shared_model,
 def test_cli_then_test_tool(lorita_ckpt, tiny_data, tmp_path):
     ckpt, _, _ = lorita_ckpt
     out = str(tmp_path / 'compressed.pth')
-    _, stdout = _run([sys.executable, TOOL, tiny_data, ckpt, out,
-                      '--energy', '0.9'])
+    _, stdout = _run(
+        [sys.executable, TOOL, tiny_data, ckpt, out, '--energy', '0.9'])
     assert 'decoder.mixing.out_proj.layers.5' in stdout
     assert 'whole model:' in stdout and 'LoRITa layers (18)' in stdout
     meta = torch.load(out)['meta']['lorita_compress']
@@ -339,8 +354,8 @@ def test_cli_then_test_tool(lorita_ckpt, tiny_data, tmp_path):
     assert meta['model_params_after'] < meta['model_params_before']
 
     work_dir = str(tmp_path / 'test')
-    _, stdout = _run([sys.executable, TEST, tiny_data, out, '--work-dir',
-                      work_dir])
+    _, stdout = _run(
+        [sys.executable, TEST, tiny_data, out, '--work-dir', work_dir])
     assert 'coco/bbox_mAP' in stdout
     metrics = None
     for path in glob.glob(osp.join(work_dir, '*', '*.json')):
@@ -359,11 +374,13 @@ def test_cli_then_test_tool(lorita_ckpt, tiny_data, tmp_path):
 def test_cli_errors(tmp_path, lorita_ckpt):
     ckpt, _, _ = lorita_ckpt
     out = str(tmp_path / 'x.pth')
-    code, stdout = _run([sys.executable, TOOL, LORITA_CFG, ckpt, out,
-                         '--energy', '1.5'], check=False)
+    code, stdout = _run(
+        [sys.executable, TOOL, LORITA_CFG, ckpt, out, '--energy', '1.5'],
+        check=False)
     assert code != 0 and '--energy must be in (0, 1]' in stdout
-    code, stdout = _run([sys.executable, TOOL, PLAIN_CFG, ckpt, out,
-                         '--ratio', '0.5'], check=False)
+    code, stdout = _run(
+        [sys.executable, TOOL, PLAIN_CFG, ckpt, out, '--ratio', '0.5'],
+        check=False)
     assert code != 0 and 'no LoRITaLinear layers' in stdout
     assert not osp.exists(out)
 
@@ -421,10 +438,12 @@ def _ffn_params(model):
 
 
 def test_tied_config_halves_ffn_weights():
-    plain = build_model(osp.join(
-        REPO_ROOT, 'configs/adamixer/adamixer-2x64_r50_8xb2-1x_coco.py'))
-    tied = build_model(osp.join(
-        REPO_ROOT, 'configs/tied/adamixer-tied-ffn_r50_8xb2-1x_coco.py'))
+    plain = build_model(
+        osp.join(REPO_ROOT,
+                 'configs/adamixer/adamixer-2x64_r50_8xb2-1x_coco.py'))
+    tied = build_model(
+        osp.join(REPO_ROOT,
+                 'configs/tied/adamixer-tied-ffn_r50_8xb2-1x_coco.py'))
     assert _ffn_weights(tied) * 2 == _ffn_weights(plain) == 6 * 2 * 256 * 2048
     # biases are kept (2048 + 256 per stage in both)
     assert _ffn_params(plain) - _ffn_params(tied) == 6 * 256 * 2048
@@ -434,12 +453,14 @@ def test_tied_config_halves_ffn_weights():
 
 def test_tied_lors_config_builds():
     from lors_det.lors import LORSAGenerator, LORSTLinear
-    model = build_model(osp.join(
-        REPO_ROOT, 'configs/tied/adamixer-lors-tied-ffn_r50_8xb2-1x_coco.py'))
+    model = build_model(
+        osp.join(REPO_ROOT,
+                 'configs/tied/adamixer-lors-tied-ffn_r50_8xb2-1x_coco.py'))
     assert isinstance(model.decoder.mixing.generator, LORSAGenerator)
     assert isinstance(model.decoder.mixing.out_proj, LORSTLinear)
-    assert all(hasattr(s.ffn, 'tied') and not hasattr(s.ffn, 'fc1')
-               for s in model.decoder.stages)
+    assert all(
+        hasattr(s.ffn, 'tied') and not hasattr(s.ffn, 'fc1')
+        for s in model.decoder.stages)
     assert not any(isinstance(m, LoRITaLinear) for m in model.modules())
 
 

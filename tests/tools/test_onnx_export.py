@@ -8,9 +8,7 @@ import sys
 
 import pytest
 import torch
-
-from helpers import LORS_CFG, SYNTHETIC, build_model
-from helpers import REPO_ROOT, run
+from helpers import LORS_CFG, REPO_ROOT, SYNTHETIC, build_model, run
 
 pytest.importorskip('onnx')
 pytest.importorskip('onnxruntime')
@@ -47,20 +45,26 @@ def test_query_generator_from_sizes_equals_metas():
 @pytest.mark.parametrize('merge,opset', [(False, 16), (True, 17)])
 def test_dynamic_export_verifies(checkpoint, tmp_path, merge, opset):
     out = str(tmp_path / 'model.onnx')
-    cmd = [TOOL, LORS_CFG, checkpoint, out, '--dynamic', '--verify',
-           '--opset', str(opset), '--shape', '96', '128',
-           '--verify-shapes', '96x128', '64x160', '--tolerance', '1e-3']
+    cmd = [
+        TOOL, LORS_CFG, checkpoint, out, '--dynamic', '--verify', '--opset',
+        str(opset), '--shape', '96', '128', '--verify-shapes', '96x128',
+        '64x160', '--tolerance', '1e-3'
+    ]
     if merge:
         cmd.append('--merge-lors')
     result = run([sys.executable, *cmd], timeout=900)
     print(result.stdout[-2000:])  # the differences, shown with pytest -s
-    cases = re.findall(r'batch (\d) (\d+)x(\d+): max abs diff logits (\S+), '
-                       r'boxes (\S+) px', result.stdout)
-    assert {(b, h, w) for b, h, w, _, _ in cases} == {
-        ('1', '96', '128'), ('2', '96', '128'), ('1', '64', '160'),
-        ('2', '64', '160')}, result.stdout
-    assert all(float(lg) <= 1e-3 and float(bx) <= 1e-3
-               for *_, lg, bx in cases), result.stdout
+    cases = re.findall(
+        r'batch (\d) (\d+)x(\d+): max abs diff logits (\S+), '
+        r'boxes (\S+) px', result.stdout)
+    assert {(b, h, w)
+            for b, h, w, _, _ in cases} == {('1', '96', '128'),
+                                            ('2', '96', '128'),
+                                            ('1', '64', '160'),
+                                            ('2', '64', '160')}, result.stdout
+    assert all(
+        float(lg) <= 1e-3 and float(bx) <= 1e-3
+        for *_, lg, bx in cases), result.stdout
     assert 'verify passed' in result.stdout
     assert osp.getsize(out) > 0
 

@@ -9,7 +9,6 @@ import re
 import sys
 
 import pytest
-
 from helpers import REPO_ROOT, run
 
 TOOL = osp.join(REPO_ROOT, 'tools', 'analysis', 'compare_param_efficiency.py')
@@ -107,8 +106,8 @@ def test_quick_study_end_to_end(tmp_path):
     assert entries['lors']['ap_diff']['n'] == 2
     ada = entries['adamixer']['decoder_params']
     assert entries['lors']['decoder_params'] < 0.5 * ada
-    assert (entries['lorita@ratio=0.5']['decoder_params']
-            < entries['lorita']['decoder_params'])
+    assert (entries['lorita@ratio=0.5']['decoder_params'] <
+            entries['lorita']['decoder_params'])
     with open(data / 'annotations' / 'instances_val.json') as f:
         assert len(json.load(f)['categories']) == 9  # the hard preset
     assert 'AdaMixer+LORS' in (work_dir / 'study.md').read_text()

@@ -5,7 +5,6 @@ import importlib.util
 import os.path as osp
 
 import pytest
-
 from helpers import REPO_ROOT
 
 TOOL = osp.join(REPO_ROOT, 'tools', 'analysis', 'params_table.py')

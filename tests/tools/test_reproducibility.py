@@ -26,8 +26,7 @@ def test_same_seed_gives_identical_losses(reference_run, interrupted_run):
 
 
 @pytest.mark.slow
-def test_same_seed_gives_identical_checkpoints(reference_run,
-                                               interrupted_run):
+def test_same_seed_gives_identical_checkpoints(reference_run, interrupted_run):
     name = f'iter_{CKPT_INTERVAL}.pth'
     a = load_checkpoint_file(osp.join(reference_run, name))
     b = load_checkpoint_file(osp.join(interrupted_run['work_dir'], name))

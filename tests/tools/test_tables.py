@@ -16,6 +16,6 @@ def test_text_table_aligns_first_column_left_and_the_rest_right():
 def test_markdown_table_right_aligns_numeric_columns():
     out = markdown_table(('config', 'AP', 'note'), [('a', '9.6', 'x')],
                          numeric=(False, True))
-    assert out.splitlines() == ['| config | AP | note |',
-                                '|---|---:|---|',
-                                '| a | 9.6 | x |']
+    assert out.splitlines() == [
+        '| config | AP | note |', '|---|---:|---|', '| a | 9.6 | x |'
+    ]

@@ -17,8 +17,8 @@ import sys
 
 import pytest
 import torch
-from helpers import REPO_ROOT, CKPT_INTERVAL, MAX_ITERS, write_tiny_config
-from helpers import run, tool_env
+from helpers import (CKPT_INTERVAL, MAX_ITERS, REPO_ROOT, run, tool_env,
+                     write_tiny_config)
 
 TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
 TEST = osp.join(REPO_ROOT, 'tools', 'test.py')
@@ -60,8 +60,11 @@ def train_config(tmp_path_factory):
         seed=0,
         min_objects=1,
         empty_ratio=0.0)
-    return write_tiny_config(root / 'adamixer-lors_tiny_synthetic_e2e.py',
-                             data_root, lors=True, validate=True)
+    return write_tiny_config(
+        root / 'adamixer-lors_tiny_synthetic_e2e.py',
+        data_root,
+        lors=True,
+        validate=True)
 
 
 # ---------------------------------------------------------------------------
@@ -205,7 +208,8 @@ def test_train_then_test(train_config, trained, tmp_path):
     proc = _run([
         sys.executable, TEST, train_config, ckpt_path, '--work-dir',
         str(tmp_path / 'test_merged'), '--out', merged_pkl, '--merge-lors'
-    ], env=_reads_logged(tmp_path))
+    ],
+                env=_reads_logged(tmp_path))
     assert proc.stdout.count(f'torch.load({ckpt_path})') == 1, proc.stdout
     assert '--merge-lors: merged 2 LORS stacks' in proc.stdout
     with open(merged_pkl, 'rb') as f:
@@ -213,9 +217,11 @@ def test_train_then_test(train_config, trained, tmp_path):
     assert [r['img_id'] for r in merged] == [r['img_id'] for r in results]
     for a, b in zip(results, merged):
         for key in ('bboxes', 'scores', 'labels'):
-            torch.testing.assert_close(b['pred_instances'][key],
-                                       a['pred_instances'][key],
-                                       rtol=1e-4, atol=1e-3)
+            torch.testing.assert_close(
+                b['pred_instances'][key],
+                a['pred_instances'][key],
+                rtol=1e-4,
+                atol=1e-3)
 
 
 @pytest.mark.slow
@@ -255,8 +261,7 @@ def test_resume_auto(train_config, trained, tmp_path):
     _assert_tensors_close(resumed['optimizer']['state'],
                           full['optimizer']['state'], 'optimizer state')
     assert resumed['param_schedulers'] == full['param_schedulers']
-    _assert_tensors_close(resumed['state_dict'], full['state_dict'],
-                          'weights')
+    _assert_tensors_close(resumed['state_dict'], full['state_dict'], 'weights')
 
 
 RANK_DUMP_HOOK = '''
@@ -313,8 +318,10 @@ def test_dist_train_cpu_two_ranks(train_config, tmp_path):
     env = tool_env(extra_pythonpath=[str(hook_dir)])
     env['PORT'] = str(_free_port())
     env['OMP_NUM_THREADS'] = '1'
-    _run(['bash', DIST_TRAIN, str(cfg), '2', '--work-dir',
-          str(work_dir)], env=env)
+    _run(['bash', DIST_TRAIN,
+          str(cfg), '2', '--work-dir',
+          str(work_dir)],
+         env=env)
 
     dumps = [_load(work_dir / f'rank{r}_dump.pth') for r in (0, 1)]
     for r, d in enumerate(dumps):
@@ -343,7 +350,8 @@ def test_dist_train_cpu_two_ranks(train_config, tmp_path):
         str(cfg),
         str(work_dir / f'iter_{MAX_ITERS}.pth'), '2', '--work-dir',
         str(test_dir)
-    ], env=env)
+    ],
+                env=env)
     assert 'coco/bbox_mAP' in proc.stdout
     # Not the metrics json here: mmengine 0.10.7's LoggerHook.after_test_epoch
     # dumps it from every rank to the same path (a write race, GPU or not).
@@ -378,11 +386,17 @@ def test_resume_from_another_architecture_is_refused(train_config, tmp_path):
     stops before training, naming the file, instead of loading part of it."""
     from helpers import SYNTHETIC, build_model
     ckpt = tmp_path / 'adamixer.pth'
-    torch.save(dict(state_dict=build_model(SYNTHETIC['adamixer'])
-                    .state_dict(), meta=dict(epoch=1, iter=2)), ckpt)
+    torch.save(
+        dict(
+            state_dict=build_model(SYNTHETIC['adamixer']).state_dict(),
+            meta=dict(epoch=1, iter=2)), ckpt)
     work_dir = tmp_path / 'work'
-    proc = _run([sys.executable, TRAIN, train_config, '--work-dir',
-                 str(work_dir), '--resume', str(ckpt)], check=False)
+    proc = _run([
+        sys.executable, TRAIN, train_config, '--work-dir',
+        str(work_dir), '--resume',
+        str(ckpt)
+    ],
+                check=False)
     assert proc.returncode != 0
     assert str(ckpt) in proc.stdout and 'does not fit' in proc.stdout
     assert not glob.glob(str(work_dir / '*.pth'))  # nothing trained
@@ -394,13 +408,18 @@ def test_merge_lors_on_a_config_without_lors_warns(train_config, tmp_path):
     warning naming the config, then the usual evaluation."""
     from helpers import load_config
     from mmdet.registry import MODELS
-    config = write_tiny_config(tmp_path / 'adamixer_tiny.py',
-                               osp.join(osp.dirname(train_config), 'data'),
-                               lors=False, validate=True)
+    config = write_tiny_config(
+        tmp_path / 'adamixer_tiny.py',
+        osp.join(osp.dirname(train_config), 'data'),
+        lors=False,
+        validate=True)
     ckpt = tmp_path / 'adamixer.pth'
     model = MODELS.build(load_config(config).model)
     torch.save(dict(state_dict=model.state_dict()), ckpt)
-    proc = _run([sys.executable, TEST, config, str(ckpt), '--work-dir',
-                 str(tmp_path / 'test'), '--merge-lors'])
+    proc = _run([
+        sys.executable, TEST, config,
+        str(ckpt), '--work-dir',
+        str(tmp_path / 'test'), '--merge-lors'
+    ])
     assert f'--merge-lors: {config} has no LORS layer' in proc.stdout
     assert 'coco/bbox_mAP' in proc.stdout

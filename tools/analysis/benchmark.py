@@ -67,8 +67,8 @@ from lors_det.engine.tables import markdown_table
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 STRIDES = (4, 8, 16, 32)
 # glibc malloc: no mmap for large blocks, never trim the heap (see above)
-RETAINED_MALLOC = dict(MALLOC_MMAP_THRESHOLD_=str(2**32),
-                       MALLOC_TRIM_THRESHOLD_=str(2**40))
+RETAINED_MALLOC = dict(
+    MALLOC_MMAP_THRESHOLD_=str(2**32), MALLOC_TRIM_THRESHOLD_=str(2**40))
 
 
 def rss_mb(field: str) -> float:
@@ -118,8 +118,11 @@ def timed(fn, device, warmup, repeats):
             if device.type == 'cuda':
                 torch.cuda.synchronize()
             times.append((time.perf_counter() - t) * 1000)
-    return dict(ms=statistics.median(times), min_ms=min(times),
-                max_ms=max(times), peak_mb=mem.mb)
+    return dict(
+        ms=statistics.median(times),
+        min_ms=min(times),
+        max_ms=max(times),
+        peak_mb=mem.mb)
 
 
 def random_batch(model, batch, shape, num_gts, device, gen):
@@ -127,19 +130,23 @@ def random_batch(model, batch, shape, num_gts, device, gen):
     from mmengine.structures import InstanceData
     H, W = shape
     C = model.decoder.stages[0].attention.embed_dim
-    feats = [torch.randn(batch, C, -(-H // s), -(-W // s), device=device,
-                         generator=gen) for s in STRIDES]
+    feats = [
+        torch.randn(
+            batch, C, -(-H // s), -(-W // s), device=device, generator=gen)
+        for s in STRIDES
+    ]
     samples = []
     for _ in range(batch):
         xy = torch.rand(num_gts, 2, device=device, generator=gen) * \
             torch.tensor([W, H], device=device) * 0.7
         wh = torch.rand(num_gts, 2, device=device, generator=gen) * 200 + 16
-        s = DetDataSample(metainfo=dict(img_shape=(H, W), ori_shape=(H, W),
-                                        scale_factor=(1.0, 1.0)))
+        s = DetDataSample(
+            metainfo=dict(
+                img_shape=(H, W), ori_shape=(H, W), scale_factor=(1.0, 1.0)))
         s.gt_instances = InstanceData(
             bboxes=torch.cat([xy, xy + wh], 1),
-            labels=torch.randint(0, 80, (num_gts, ), device=device,
-                                 generator=gen) %
+            labels=torch.randint(
+                0, 80, (num_gts, ), device=device, generator=gen) %
             model.decoder.stages[0].num_classes)
         samples.append(s)
     images = torch.randn(batch, 3, H, W, device=device, generator=gen)
@@ -164,6 +171,7 @@ def measure(spec, args):
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
+
     import lors_det  # noqa: F401
     from lors_det.lors import count_parameters
     register_all_modules()
@@ -205,11 +213,16 @@ def measure(spec, args):
         with torch.no_grad(), amp:
             decoder.predict(feats, xyzr, query, samples, rescale=False)
 
-    res = dict(config=osp.relpath(path, REPO), merged=merged, amp=args.amp,
-               compile=args.compile,
-               device=str(device), batch=args.batch, shape=list(args.shape),
-               num_queries=model.num_queries,
-               malloc=malloc_mode(device.type))
+    res = dict(
+        config=osp.relpath(path, REPO),
+        merged=merged,
+        amp=args.amp,
+        compile=args.compile,
+        device=str(device),
+        batch=args.batch,
+        shape=list(args.shape),
+        num_queries=model.num_queries,
+        malloc=malloc_mode(device.type))
     if args.mixing is not None:
         return dict(res, **measure_mixing(model, merged, args, device, amp,
                                           gen))
@@ -226,18 +239,18 @@ def measure(spec, args):
     res['decoder_params'] = counts['total']
     res['decoder_shared'] = counts['shared']
     res['decoder_private'] = counts['private']
-    res['optim_state_mb'] = sum(
-        t.numel() * t.element_size() for st in optim.state.values()
-        for t in st.values() if torch.is_tensor(t)) / 2**20
+    res['optim_state_mb'] = sum(t.numel() * t.element_size()
+                                for st in optim.state.values()
+                                for t in st.values()
+                                if torch.is_tensor(t)) / 2**20
     if args.whole_model:
         model.unmerge_lors()  # training needs the LORS computation
         model.train()
         whole_optim = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad], lr=1e-5)
         res['model_train'] = timed(
-            lambda: train_step(model, whole_optim,
-                               lambda: model.loss(images, samples)),
-            device, 1, max(1, args.repeats // 2))
+            lambda: train_step(model, whole_optim, lambda: model.loss(
+                images, samples)), device, 1, max(1, args.repeats // 2))
         model.eval()
         if merged:
             model.merge_lors()  # from the weights just trained
@@ -263,11 +276,11 @@ def measure_mixing(model, merged, args, device, amp, gen):
                  f'{len(mixing.norms) - 1}')
     C, G = model.decoder.stages[0].attention.embed_dim, mixing.num_groups
     shape = (args.batch, model.num_queries)
-    x = torch.randn(*shape, G, mixing.in_points, C // G, device=device,
-                    generator=gen)
+    x = torch.randn(
+        *shape, G, mixing.in_points, C // G, device=device, generator=gen)
     call = torch.compile(mixing, dynamic=False) if args.compile else mixing
-    query = torch.randn(*shape, C, device=device, generator=gen,
-                        requires_grad=True)
+    query = torch.randn(
+        *shape, C, device=device, generator=gen, requires_grad=True)
 
     def forward():
         with amp:
@@ -283,8 +296,8 @@ def measure_mixing(model, merged, args, device, amp, gen):
 
     from lors_det.lors import count_parameters
     factors = getattr(mixing.generator, 'num_factors', None)
-    out = dict(mixing_stage=stage,
-               num_factors=factors[stage] if factors else None)
+    out = dict(
+        mixing_stage=stage, num_factors=factors[stage] if factors else None)
     mixing.train()
     out['forward'] = timed(forward, device, args.warmup, args.repeats)
     out['train'] = timed(train, device, args.warmup, args.repeats)
@@ -293,9 +306,10 @@ def measure_mixing(model, merged, args, device, amp, gen):
         model.merge_lors()
     out['infer'] = timed(infer, device, args.warmup, args.repeats)
     counts = count_parameters(mixing)
-    out.update(mixing_params=counts['total'],
-               mixing_shared=counts['shared'],
-               mixing_private=counts['private'])
+    out.update(
+        mixing_params=counts['total'],
+        mixing_shared=counts['shared'],
+        mixing_private=counts['private'])
     return out
 
 
@@ -325,8 +339,9 @@ def table(results):
     base = results[0]
     phases = [p for p in PHASES if p in base]
     part = 'mixing' if 'mixing_stage' in base else 'decoder'
-    head = ['config', f'{part} params', 'optim MB'] + [
-        f'{p} ms (x)' for p in phases] + [f'{p} peak MB' for p in phases]
+    head = ['config', f'{part} params', 'optim MB'
+            ] + [f'{p} ms (x)'
+                 for p in phases] + [f'{p} peak MB' for p in phases]
     rows = []
     for r in results:
         name = r['config'] + (' :merged' if r['merged'] else '')
@@ -334,9 +349,11 @@ def table(results):
             name += f" stage {r['mixing_stage']}" + (
                 f" (K={r['num_factors']})" if r['num_factors'] else '')
         params = r[f'{part}_params']
-        row = [name, f"{params / 1e6:.2f}M "
-               f"({params / base[f'{part}_params']:.2f}x)",
-               f"{r['optim_state_mb']:.0f}" if 'optim_state_mb' in r else '-']
+        row = [
+            name, f"{params / 1e6:.2f}M "
+            f"({params / base[f'{part}_params']:.2f}x)",
+            f"{r['optim_state_mb']:.0f}" if 'optim_state_mb' in r else '-'
+        ]
         for p in phases:
             row.append(f"{r[p]['ms']:.0f} [{r[p]['min_ms']:.0f}-"
                        f"{r[p]['max_ms']:.0f}] ({r[p]['ratio']:.2f}x)")
@@ -349,32 +366,50 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('configs', nargs='+', help='CONFIG or CONFIG:merged')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('--amp', action='store_true',
-                        help='autocast: fp16 on CUDA, bf16 on CPU')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='autocast: fp16 on CUDA, bf16 on CPU')
     parser.add_argument('--json', action='store_true')
-    parser.add_argument('--whole-model', action='store_true',
-                        help='also time the whole detector (backbone incl.)')
+    parser.add_argument(
+        '--whole-model',
+        action='store_true',
+        help='also time the whole detector (backbone incl.)')
     parser.add_argument('--batch', type=int, default=2)
-    parser.add_argument('--shape', type=int, nargs=2, default=(800, 1344),
-                        metavar=('H', 'W'),
-                        help='padded input size (1333 pads to 1344)')
+    parser.add_argument(
+        '--shape',
+        type=int,
+        nargs=2,
+        default=(800, 1344),
+        metavar=('H', 'W'),
+        help='padded input size (1333 pads to 1344)')
     parser.add_argument('--num-gts', type=int, default=10)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=5)
-    parser.add_argument('--mixing', type=int, metavar='STAGE',
-                        help='time one decoder.mixing call of this stage '
-                        'instead of the decoder (params: the mixing\'s)')
-    parser.add_argument('--rounds', type=int, default=1,
-                        help='run all configs this many times, alternating '
-                        'their order; report medians over rounds')
-    parser.add_argument('--system-malloc', action='store_true',
-                        help='CPU: keep glibc malloc\'s default (returns '
-                        'large blocks to the OS; see the docstring)')
-    parser.add_argument('--compile', action='store_true',
-                        help='torch.compile the decoder\'s forward (the '
-                        'mixing with --mixing); compiled in the warm-up')
-    parser.add_argument('--worker', action='store_true',
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        '--mixing',
+        type=int,
+        metavar='STAGE',
+        help='time one decoder.mixing call of this stage '
+        'instead of the decoder (params: the mixing\'s)')
+    parser.add_argument(
+        '--rounds',
+        type=int,
+        default=1,
+        help='run all configs this many times, alternating '
+        'their order; report medians over rounds')
+    parser.add_argument(
+        '--system-malloc',
+        action='store_true',
+        help='CPU: keep glibc malloc\'s default (returns '
+        'large blocks to the OS; see the docstring)')
+    parser.add_argument(
+        '--compile',
+        action='store_true',
+        help='torch.compile the decoder\'s forward (the '
+        'mixing with --mixing); compiled in the warm-up')
+    parser.add_argument(
+        '--worker', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for name in ('repeats', 'rounds'):
         if getattr(args, name) < 1:
@@ -395,8 +430,9 @@ def main():
     if args.worker:
         print(json.dumps(measure(args.configs[0], args)))
         return
-    worker_args = [a for a in sys.argv[1:]
-                   if a not in args.configs and a != '--json']
+    worker_args = [
+        a for a in sys.argv[1:] if a not in args.configs and a != '--json'
+    ]
     env = os.environ
     if args.device == 'cpu' and not args.system_malloc:
         env = dict(env, **RETAINED_MALLOC)
@@ -410,7 +446,9 @@ def main():
             spec = args.configs[i]
             out = subprocess.run(
                 [sys.executable, __file__, spec, '--worker'] + worker_args,
-                capture_output=True, text=True, env=env)
+                capture_output=True,
+                text=True,
+                env=env)
             if out.returncode:
                 sys.exit(f'benchmark of {spec} failed:\n{out.stderr}')
             results[i] = json.loads(out.stdout.strip().splitlines()[-1])

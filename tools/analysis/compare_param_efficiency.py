@@ -28,7 +28,6 @@ import argparse
 import concurrent.futures
 import datetime
 import json
-import math
 import os
 import os.path as osp
 import platform
@@ -201,11 +200,12 @@ def metric(runner, name: str) -> float:
 def run_one(args, key: str, seed: int) -> None:
     """Worker: train one (config, seed), evaluate, compress if LoRITa."""
     import torch
+    from mmdet.utils import register_all_modules
     from mmengine.runner import Runner
+
     import lors_det  # noqa: F401
     from lors_det.engine.convert import compress_checkpoint
     from lors_det.models.param_counts import model_param_counts
-    from mmdet.utils import register_all_modules
     register_all_modules(init_default_scope=False)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # denormals make CPU steps many x slower
@@ -352,10 +352,9 @@ def summarise(rows) -> list:
             entry[m] = [per_seed[s] for s in entry['seeds']]
             entry[f'{m}_mean'], entry[f'{m}_std'] = mean_std(entry[m])
             if key != BASELINE and ref:
-                entry[f'{m}_diff'] = paired_difference(per_seed, {
-                    s: 100 * r[m]
-                    for s, r in ref.items()
-                })
+                entry[f'{m}_diff'] = paired_difference(
+                    per_seed, {s: 100 * r[m]
+                               for s, r in ref.items()})
         out.append(entry)
     return out
 

@@ -173,7 +173,9 @@ def _params(module: nn.Module) -> int:
 # ---------------------------------------------------------------------------
 # main analysis
 # ---------------------------------------------------------------------------
-def analyze(cfg: Config, shape=(800, 1333), decoder_only: bool = False,
+def analyze(cfg: Config,
+            shape=(800, 1333),
+            decoder_only: bool = False,
             batch_size: int = 1,
             model: Optional[nn.Module] = None) -> Dict[str, Any]:
     """FLOPs (MACs) and params of the whole model / its parts (``model``:
@@ -217,13 +219,15 @@ def analyze(cfg: Config, shape=(800, 1333), decoder_only: bool = False,
     rows.append(('query_generator', flops('query_generator'),
                  _params(model.query_generator)))
     rows.append(('decoder', flops('decoder'), _params(dec)))
-    stage_flops = [flops(f'decoder.stages.{i}') for i in range(len(
-        dec.stages))]
+    stage_flops = [
+        flops(f'decoder.stages.{i}') for i in range(len(dec.stages))
+    ]
     rows.append((f'  decoder.stages (x{len(dec.stages)}, summed)',
                  sum(stage_flops), _params(dec.stages)))
     for sub in ('attention', 'sampling', 'ffn'):
         rows.append((f'    stages.*.{sub}',
-                     sum(flops(f'decoder.stages.{i}.{sub}')
+                     sum(
+                         flops(f'decoder.stages.{i}.{sub}')
                          for i in range(len(dec.stages))),
                      sum(_params(getattr(s, sub)) for s in dec.stages)))
     rows.append(('  decoder.mixing (all stages)', flops('decoder.mixing'),
@@ -272,12 +276,12 @@ def format_result(res: Dict[str, Any], description: str = '') -> str:
     lines.append(text_table(header, body))
     lines.append('')
     lines.append('decoder FLOPs by operator: ' + ', '.join(
-        f'{op} {_g(v)}'
-        for op, v in res['decoder_by_operator'].most_common()))
+        f'{op} {_g(v)}' for op, v in res['decoder_by_operator'].most_common()))
     if res['unsupported_ops']:
-        lines.append('not counted (no flop handle; element-wise / indexing): '
-                     + ', '.join(f'{op} x{n}' for op, n in sorted(
-                         res['unsupported_ops'].items())))
+        lines.append(
+            'not counted (no flop handle; element-wise / indexing): ' +
+            ', '.join(f'{op} x{n}'
+                      for op, n in sorted(res['unsupported_ops'].items())))
     lines.append(f'decoder FLOPs: {res["decoder_flops"]}')
     if res['model_flops'] is not None:
         lines.append(f'model FLOPs: {res["model_flops"]}')
@@ -288,17 +292,27 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='FLOPs and params of a detector (whole model, decoder)')
     parser.add_argument('config', help='config file path')
-    parser.add_argument('--shape', type=int, nargs=2, default=[800, 1333],
-                        metavar=('H', 'W'),
-                        help='input image size (default: 800 1333)')
-    parser.add_argument('--decoder-only', action='store_true',
-                        help='trace only the query generator + decoder on '
-                        'random neck features')
-    parser.add_argument('--batch-size', type=int, default=1)
-    parser.add_argument('--json', action='store_true',
-                        help='also print one JSON line with the numbers')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--shape',
+        type=int,
+        nargs=2,
+        default=[800, 1333],
+        metavar=('H', 'W'),
+        help='input image size (default: 800 1333)')
+    parser.add_argument(
+        '--decoder-only',
+        action='store_true',
+        help='trace only the query generator + decoder on '
+        'random neck features')
+    parser.add_argument('--batch-size', type=int, default=1)
+    parser.add_argument(
+        '--json',
+        action='store_true',
+        help='also print one JSON line with the numbers')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override config settings, e.g. model.decoder.in_points=16')
     return parser.parse_args(argv)
 
@@ -318,12 +332,16 @@ def main(argv=None):
     print(args.config)
     print(format_result(res, desc))
     if args.json:
-        print(json.dumps(dict(
-            input_shape=list(res['input_shape']),
-            decoder_flops=res['decoder_flops'],
-            model_flops=res['model_flops'],
-            rows=[dict(name=n.strip(), flops=f, params=p)
-                  for n, f, p in res['rows']])))
+        print(
+            json.dumps(
+                dict(
+                    input_shape=list(res['input_shape']),
+                    decoder_flops=res['decoder_flops'],
+                    model_flops=res['model_flops'],
+                    rows=[
+                        dict(name=n.strip(), flops=f, params=p)
+                        for n, f, p in res['rows']
+                    ])))
 
 
 if __name__ == '__main__':

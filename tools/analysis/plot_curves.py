@@ -22,10 +22,12 @@ from lors_det.engine.plots import find_scalars, plot_curves, read_scalars
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Plot loss and val mAP curves from vis_data/scalars.json')
-    parser.add_argument('work_dir', help='work dir, run log dir or '
-                        'scalars.json')
-    parser.add_argument('--out', help='output PNG (default: '
-                        'WORK_DIR/curves.png)')
+    parser.add_argument(
+        'work_dir', help='work dir, run log dir or '
+        'scalars.json')
+    parser.add_argument(
+        '--out', help='output PNG (default: '
+        'WORK_DIR/curves.png)')
     return parser.parse_args(argv)
 
 
@@ -35,10 +37,14 @@ def main(argv=None) -> int:
         scalars = find_scalars(args.work_dir)
         train, val = read_scalars(scalars)
         is_file = osp.isfile(args.work_dir)
-        out = args.out or osp.join(osp.dirname(args.work_dir) if is_file
-                                   else args.work_dir, 'curves.png')
-        plot_curves(train, val, out, title='' if is_file else osp.basename(
-            osp.normpath(args.work_dir)))
+        out = args.out or osp.join(
+            osp.dirname(args.work_dir) if is_file else args.work_dir,
+            'curves.png')
+        plot_curves(
+            train,
+            val,
+            out,
+            title='' if is_file else osp.basename(osp.normpath(args.work_dir)))
     except (FileNotFoundError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1

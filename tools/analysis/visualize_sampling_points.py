@@ -48,19 +48,30 @@ def parse_args(argv=None):
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('image', help='image file')
-    parser.add_argument('--stage', type=int, default=-1,
-                        help='decoder stage (default: the last; negative '
-                        'counts from the end)')
+    parser.add_argument(
+        '--stage',
+        type=int,
+        default=-1,
+        help='decoder stage (default: the last; negative '
+        'counts from the end)')
     group = parser.add_mutually_exclusive_group()
     group.add_argument('--query', type=int, help='query index to draw')
-    group.add_argument('--topk', type=int, default=3,
-                       help='draw the K queries with the highest final '
-                       'score (default 3)')
-    parser.add_argument('--out', default='sampling_points.png',
-                        help='output PNG (default: sampling_points.png)')
+    group.add_argument(
+        '--topk',
+        type=int,
+        default=3,
+        help='draw the K queries with the highest final '
+        'score (default 3)')
+    parser.add_argument(
+        '--out',
+        default='sampling_points.png',
+        help='output PNG (default: sampling_points.png)')
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings (k=v)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings (k=v)')
     args = parser.parse_args(argv)
     for name in ('checkpoint', 'image'):
         if not osp.isfile(getattr(args, name)):
@@ -91,8 +102,8 @@ def capture(model, image: str, stage: int) -> Dict[str, object]:
 
     def sampling_hook(module, args, output):
         features, query, xyzr, strides = args
-        store.update(query=query.detach(), xyzr=xyzr.detach(),
-                     strides=list(strides))
+        store.update(
+            query=query.detach(), xyzr=xyzr.detach(), strides=list(strides))
 
     def last_stage_hook(module, args, output):
         store['cls_score'] = output[0].detach()
@@ -113,11 +124,16 @@ def capture(model, image: str, stage: int) -> Dict[str, object]:
         offset = sampling.sampling_offset_generator(store['query'])
         points = make_sample_points(offset, store['xyzr'], G * P)
     scores, labels = store['cls_score'][0].sigmoid().max(-1)
-    return dict(points=points[0].cpu(), xyzr=store['xyzr'][0].cpu(),
-                strides=store['strides'], num_groups=G, in_points=P,
-                scores=scores.cpu(), labels=labels.cpu(),
-                scale_factor=result.metainfo.get('scale_factor', (1., 1.)),
-                result=result)
+    return dict(
+        points=points[0].cpu(),
+        xyzr=store['xyzr'][0].cpu(),
+        strides=store['strides'],
+        num_groups=G,
+        in_points=P,
+        scores=scores.cpu(),
+        labels=labels.cpu(),
+        scale_factor=result.metainfo.get('scale_factor', (1., 1.)),
+        result=result)
 
 
 def choose_queries(scores: torch.Tensor, query=None, topk=3) -> List[int]:
@@ -129,8 +145,8 @@ def choose_queries(scores: torch.Tensor, query=None, topk=3) -> List[int]:
     return scores.topk(min(topk, len(scores))).indices.tolist()
 
 
-def draw(image: str, cap: Dict[str, object], queries: List[int],
-         class_names, stage_label: str, out: str) -> None:
+def draw(image: str, cap: Dict[str, object], queries: List[int], class_names,
+         stage_label: str, out: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -158,21 +174,31 @@ def draw(image: str, cap: Dict[str, object], queries: List[int],
         box = xyzr_to_xyxy(cap['xyzr'][q]).numpy()
         x1, y1 = box[:2] / scale
         x2, y2 = box[2:] / scale
-        ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False,
-                                   edgecolor='white', linewidth=1.5))
+        ax.add_patch(
+            plt.Rectangle((x1, y1),
+                          x2 - x1,
+                          y2 - y1,
+                          fill=False,
+                          edgecolor='white',
+                          linewidth=1.5))
         label = int(cap['labels'][q])
         name = class_names[label] if label < len(class_names) else label
         # label inside the box's top-left corner (clipped to the image),
         # moved down while it would cover an earlier label
         lx, ly = max(x1, 0.0), max(y1, 0.0)
-        while any(abs(lx - px) < 0.15 * W and abs(ly - py) < 0.04 * H
-                  for px, py in placed):
+        while any(
+                abs(lx - px) < 0.15 * W and abs(ly - py) < 0.04 * H
+                for px, py in placed):
             ly += 0.045 * H
         placed.append((lx, ly))
-        ax.text(lx + 1, ly + 1,
-                f'q{q}: {name} {float(cap["scores"][q]):.2f}',
-                color='black', fontsize=8, va='top',
-                bbox=dict(facecolor='white', alpha=0.8, pad=1, lw=0))
+        ax.text(
+            lx + 1,
+            ly + 1,
+            f'q{q}: {name} {float(cap["scores"][q]):.2f}',
+            color='black',
+            fontsize=8,
+            va='top',
+            bbox=dict(facecolor='white', alpha=0.8, pad=1, lw=0))
         for g in range(G):
             xy = pts[g, :, :2] / scale
             inside = ((xy[:, 0] >= 0) & (xy[:, 0] < W) & (xy[:, 1] >= 0) &
@@ -181,26 +207,43 @@ def draw(image: str, cap: Dict[str, object], queries: List[int],
             s = size(pts[g, :, 2])
             for mask, alpha in ((inside, 0.9), (~inside, 0.25)):
                 if mask.any():
-                    ax.scatter(xy[mask, 0], xy[mask, 1], s=s[mask],
-                               color=cmap(g % 10), alpha=alpha,
-                               edgecolors='black', linewidths=0.4)
+                    ax.scatter(
+                        xy[mask, 0],
+                        xy[mask, 1],
+                        s=s[mask],
+                        color=cmap(g % 10),
+                        alpha=alpha,
+                        edgecolors='black',
+                        linewidths=0.4)
     ax.set_xlim(-0.5, W - 0.5)
     ax.set_ylim(H - 0.5, -0.5)
     ax.set_axis_off()
     handles = [
-        Line2D([], [], marker='o', ls='', color=cmap(g % 10),
-               markeredgecolor='black', label=f'group {g}')
-        for g in range(G)
+        Line2D([], [],
+               marker='o',
+               ls='',
+               color=cmap(g % 10),
+               markeredgecolor='black',
+               label=f'group {g}') for g in range(G)
     ] + [
-        Line2D([], [], marker='o', ls='', color='lightgray',
+        Line2D([], [],
+               marker='o',
+               ls='',
+               color='lightgray',
                markeredgecolor='black',
                markersize=float(np.sqrt(size(np.log2(s)))),
                label=f'z = log2({s}) (stride {s})') for s in strides
     ]
-    ax.legend(handles=handles, loc='upper left', bbox_to_anchor=(1.01, 1),
-              fontsize=8, frameon=False)
-    ax.set_title(f'{stage_label}: {G} groups x {P} points per query, '
-                 f'queries {queries}', fontsize=9)
+    ax.legend(
+        handles=handles,
+        loc='upper left',
+        bbox_to_anchor=(1.01, 1),
+        fontsize=8,
+        frameon=False)
+    ax.set_title(
+        f'{stage_label}: {G} groups x {P} points per query, '
+        f'queries {queries}',
+        fontsize=9)
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     fig.savefig(out, bbox_inches='tight')
     plt.close(fig)
@@ -216,11 +259,15 @@ def main(argv=None):
         cfg = load_tool_config(args.config, args.cfg_options)
         model = init_detector(cfg, None, device='cpu')
     try:
-        check_outputs(dict(OUT=args.out), dict(CONFIG=cfg.filename,
-                                               CHECKPOINT=args.checkpoint,
-                                               IMAGE=args.image), force=True)
-        meta = load_weights(model, args.checkpoint,
-                            config=args.config).get('meta') or {}
+        check_outputs(
+            dict(OUT=args.out),
+            dict(
+                CONFIG=cfg.filename,
+                CHECKPOINT=args.checkpoint,
+                IMAGE=args.image),
+            force=True)
+        meta = load_weights(
+            model, args.checkpoint, config=args.config).get('meta') or {}
     except (ValueError, CheckpointError, OSError) as e:
         sys.exit(f'error: {e}')
     if isinstance(meta.get('dataset_meta'), dict):
@@ -231,8 +278,8 @@ def main(argv=None):
     cap = capture(model, args.image, stage)
     queries = choose_queries(cap['scores'], args.query, args.topk)
     classes = (model.dataset_meta or {}).get('classes', ())
-    draw(args.image, cap, queries, classes,
-         f'stage {stage} of {num_stages}', args.out)
+    draw(args.image, cap, queries, classes, f'stage {stage} of {num_stages}',
+         args.out)
     for q in queries:
         box = xyzr_to_xyxy(cap['xyzr'][q]).tolist()
         z = cap['points'][q][:, 2]

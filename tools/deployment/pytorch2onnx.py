@@ -48,23 +48,43 @@ def main():
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument('out', help='output .onnx file')
-    parser.add_argument('--merge-lors', action='store_true',
-                        help='fold LORS into dense per-stage weights first')
-    parser.add_argument('--dynamic', action='store_true',
-                        help='symbolic batch, height and width')
+    parser.add_argument(
+        '--merge-lors',
+        action='store_true',
+        help='fold LORS into dense per-stage weights first')
+    parser.add_argument(
+        '--dynamic',
+        action='store_true',
+        help='symbolic batch, height and width')
     parser.add_argument('--opset', type=int, default=16)
-    parser.add_argument('--shape', type=int, nargs=2, default=[800, 1344],
-                        metavar=('H', 'W'), help='traced input size')
-    parser.add_argument('--verify', action='store_true',
-                        help='compare onnxruntime with PyTorch')
-    parser.add_argument('--verify-shapes', type=parse_hw, nargs='+',
-                        help='HxW sizes for --verify')
-    parser.add_argument('--tolerance', type=float, default=1e-2,
-                        help='max abs difference allowed by --verify')
-    parser.add_argument('--repeats', type=int, default=0,
-                        help='with --verify: also time N forwards each')
-    parser.add_argument('--force', action='store_true',
-                        help='replace an existing OUT')
+    parser.add_argument(
+        '--shape',
+        type=int,
+        nargs=2,
+        default=[800, 1344],
+        metavar=('H', 'W'),
+        help='traced input size')
+    parser.add_argument(
+        '--verify',
+        action='store_true',
+        help='compare onnxruntime with PyTorch')
+    parser.add_argument(
+        '--verify-shapes',
+        type=parse_hw,
+        nargs='+',
+        help='HxW sizes for --verify')
+    parser.add_argument(
+        '--tolerance',
+        type=float,
+        default=1e-2,
+        help='max abs difference allowed by --verify')
+    parser.add_argument(
+        '--repeats',
+        type=int,
+        default=0,
+        help='with --verify: also time N forwards each')
+    parser.add_argument(
+        '--force', action='store_true', help='replace an existing OUT')
     args = parser.parse_args()
     if not osp.isfile(args.checkpoint):
         parser.error(f'file does not exist: {args.checkpoint}')
@@ -94,15 +114,16 @@ def main():
         cfg = load_tool_config(args.config)
         model = MODELS.build(cfg.model)
     try:
-        check_outputs(dict(OUT=args.out),
-                      dict(CONFIG=cfg.filename, CHECKPOINT=args.checkpoint),
-                      force=args.force)
+        check_outputs(
+            dict(OUT=args.out),
+            dict(CONFIG=cfg.filename, CHECKPOINT=args.checkpoint),
+            force=args.force)
         load_weights(model, args.checkpoint, config=args.config)
         model.eval()
         if args.merge_lors:
             model.merge_lors()
-        data = export_onnx(model, shape, dynamic=args.dynamic,
-                           opset=args.opset)
+        data = export_onnx(
+            model, shape, dynamic=args.dynamic, opset=args.opset)
         atomic_write_bytes(args.out, data)
     except (ValueError, CheckpointError, OSError) as e:
         sys.exit(f'error: {e}')

@@ -16,7 +16,7 @@ and ``super().__init__()`` are not mutated.
 Mutants are applied one at a time to a private copy of the repository (the
 working tree is never written), and the file is restored after each one,
 also on Ctrl-C or SIGTERM. The core tests (``tests/lors``, then
-``tests/models``; the converter's subprocess test left out) run on it with
+``tests/models``; the ``slow`` and ``cuda`` ones left out) run on it with
 ``-x`` and a per-mutant timeout, in a process forked from one that has
 already imported torch and mmdet (so a run costs the tests, not the
 imports); one thread, as on a shared CPU. A failing run kills the mutant.
@@ -38,14 +38,14 @@ from typing import Dict, List, Optional, Tuple
 
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+REPO = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TARGET_DIRS = ('lors_det/lors', 'lors_det/efficient', 'lors_det/models')
 #: files whose tests are the tools' (tests/tools), not the core tests
-NOT_TARGETED = {'lors_det/models/deploy.py',
-                'lors_det/models/official_keys.py',
-                'lors_det/models/param_counts.py',
-                'lors_det/efficient/lorita_compress.py'}
+NOT_TARGETED = {
+    'lors_det/models/deploy.py', 'lors_det/models/official_keys.py',
+    'lors_det/models/param_counts.py', 'lors_det/efficient/lorita_compress.py'
+}
 COPIED = ('lors_det', 'tests', 'configs', 'tools', 'setup.py')
 CORE_TESTS = ['tests/lors', 'tests/efficient', 'tests/models']
 #: the tests that exercise a file most directly run first (-x stops there)
@@ -54,24 +54,26 @@ FIRST_TESTS = {
     'efficient/tied.py': ['tests/efficient/test_tied_lorita.py'],
     'models/dense_heads/initial_query_generator.py':
     ['tests/models/test_query_generator.py'],
-    'models/detectors/adamixer.py': ['tests/models/test_detector.py',
-                                     'tests/models/test_lors_merge.py'],
+    'models/detectors/adamixer.py':
+    ['tests/models/test_detector.py', 'tests/models/test_lors_merge.py'],
     'models/layers/': ['tests/models/test_layers.py'],
     'models/layers/ffn.py': ['tests/models/test_decoder_stage.py'],
     'models/necks/': ['tests/models/test_defaults.py'],
-    'models/roi_heads/adamixer_decoder.py': ['tests/models/test_detector.py',
-                                             'tests/models/test_batching.py'],
+    'models/roi_heads/adamixer_decoder.py':
+    ['tests/models/test_detector.py', 'tests/models/test_batching.py'],
     'models/roi_heads/adamixer_decoder_stage.py':
     ['tests/models/test_decoder_stage.py'],
-    'models/roi_heads/set_criterion.py': ['tests/models/test_batching.py',
-                                          'tests/models/test_detector.py'],
+    'models/roi_heads/set_criterion.py':
+    ['tests/models/test_batching.py', 'tests/models/test_detector.py'],
 }
-PYTEST_ARGS = ['-x', '-q', '-p', 'no:cacheprovider', '--deselect',
-               'tests/models/test_lors_merge.py::test_lors_merge_converter']
+PYTEST_ARGS = [
+    '-x', '-q', '-p', 'no:cacheprovider', '-m', 'not slow and not cuda'
+]
 IGNORED: List[str] = []  # test files left out (--ignore)
 
 #: Mutant.key -> why the behaviour is the same (the line's text, not its
 #: number, so that edits elsewhere in the file keep the entry valid)
+# yapf: disable
 EQUIVALENT: Dict[Tuple[str, str, int, str], str] = {
     ('lors_det/lors/lorst.py',
      'if A.shape[0] == 0:  # shared-only ablation', 19, '1'):
@@ -111,14 +113,29 @@ EQUIVALENT: Dict[Tuple[str, str, int, str], str] = {
      'h, w = batch_inputs.shape[-2:]', 38, '2'):
     'the images are 4-D (B, 3, H, W): shape[2:] is shape[-2:]',
 }
+# yapf: enable
 
-SWAP_BINOP = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div,
-              ast.Div: ast.Mult, ast.FloorDiv: ast.Mult, ast.Mod: ast.FloorDiv,
-              ast.Pow: ast.Mult}
-SWAP_CMP = {ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE,
-            ast.LtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,
-            ast.Is: ast.IsNot, ast.IsNot: ast.Is, ast.In: ast.NotIn,
-            ast.NotIn: ast.In}
+SWAP_BINOP = {
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+    ast.Mult: ast.Div,
+    ast.Div: ast.Mult,
+    ast.FloorDiv: ast.Mult,
+    ast.Mod: ast.FloorDiv,
+    ast.Pow: ast.Mult
+}
+SWAP_CMP = {
+    ast.Lt: ast.GtE,
+    ast.GtE: ast.Lt,
+    ast.Gt: ast.LtE,
+    ast.LtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In
+}
 SKIPPED_FUNCTIONS = {'extra_repr', '__repr__'}
 SKIPPED_KEYWORDS = {'inplace'}  # in-place or not: same values
 
@@ -174,15 +191,18 @@ class _Sites(ast.NodeVisitor):
         return (self.line_start[node.lineno - 1] + node.col_offset,
                 self.line_start[node.end_lineno - 1] + node.end_col_offset)
 
-    def _add(self, node, kind: str, new: Optional[ast.AST] = None,
+    def _add(self,
+             node,
+             kind: str,
+             new: Optional[ast.AST] = None,
              text: Optional[str] = None):
         start, end = self._span(node)
         after = text if new is None else f'({ast.unparse(new)})'
         line = self.lines[node.lineno - 1]
-        self.mutants.append(Mutant(
-            self.path, node.lineno, kind, _short(node),
-            after if new is None else _short(new), start, end, after, line,
-            node.col_offset))
+        self.mutants.append(
+            Mutant(self.path, node.lineno, kind, _short(node),
+                   after if new is None else _short(new), start, end, after,
+                   line, node.col_offset))
 
     # regions that are not mutated
     def visit_FunctionDef(self, node):
@@ -316,9 +336,10 @@ def target_files(patterns: List[str]) -> List[str]:
     files = []
     for top in TARGET_DIRS:
         for root, _, names in os.walk(os.path.join(REPO, top)):
-            files += [os.path.relpath(os.path.join(root, n), REPO)
-                      for n in names
-                      if n.endswith('.py') and n != '__init__.py']
+            files += [
+                os.path.relpath(os.path.join(root, n), REPO) for n in names
+                if n.endswith('.py') and n != '__init__.py'
+            ]
     files = sorted(f for f in files if f not in NOT_TARGETED)
     if patterns:
         files = [f for f in files if any(p in f for p in patterns)]
@@ -338,11 +359,12 @@ def test_files(copy: str, path: str) -> List[str]:
     """The core test files, the most relevant to ``path`` first."""
     files = []
     for top in CORE_TESTS:
-        files += sorted(os.path.join(top, n)
-                        for n in os.listdir(os.path.join(copy, top))
-                        if n.startswith('test_') and n.endswith('.py'))
-    first = [f for key, tests in FIRST_TESTS.items()
-             if key in path for f in tests]
+        files += sorted(
+            os.path.join(top, n) for n in os.listdir(os.path.join(copy, top))
+            if n.startswith('test_') and n.endswith('.py'))
+    first = [
+        f for key, tests in FIRST_TESTS.items() if key in path for f in tests
+    ]
     first += [f for f in files if 'test_' + os.path.basename(path) in f]
     files = [f for f in files if f not in IGNORED]
     first = list(dict.fromkeys(f for f in first if f in files))
@@ -402,16 +424,19 @@ def make_copy() -> str:
     for name in COPIED:
         src = os.path.join(REPO, name)
         if os.path.isdir(src):
-            shutil.copytree(src, os.path.join(copy, name),
-                            ignore=shutil.ignore_patterns('__pycache__'))
+            shutil.copytree(
+                src,
+                os.path.join(copy, name),
+                ignore=shutil.ignore_patterns('__pycache__'))
         else:
             shutil.copy2(src, copy)
     return copy
 
 
 def apply(copy: str, mutant: Mutant, original: bytes) -> None:
-    text = (original[:mutant.start] + mutant.replacement.encode() +
-            original[mutant.end:])
+    text = (
+        original[:mutant.start] + mutant.replacement.encode() +
+        original[mutant.end:])
     path = os.path.join(copy, mutant.path)
     with open(path, 'wb') as f:
         f.write(text)
@@ -427,13 +452,15 @@ def restore(copy: str, mutant: Mutant, original: bytes) -> None:
 def report(mutants: List[Mutant]) -> dict:
     rows, lines = {}, []
     for m in mutants:
-        row = rows.setdefault(m.path, dict(mutants=0, killed=0, survived=0,
-                                           equivalent=0, timeout=0))
+        row = rows.setdefault(
+            m.path,
+            dict(mutants=0, killed=0, survived=0, equivalent=0, timeout=0))
         row['mutants'] += 1
         row[m.status] += 1
-    total = {k: sum(r[k] for r in rows.values())
-             for k in ('mutants', 'killed', 'survived', 'equivalent',
-                       'timeout')}
+    total = {
+        k: sum(r[k] for r in rows.values())
+        for k in ('mutants', 'killed', 'survived', 'equivalent', 'timeout')
+    }
 
     def score(r):
         counted = r['mutants'] - r['equivalent']
@@ -460,26 +487,42 @@ def parse_args():
     parser = argparse.ArgumentParser(
         description=__doc__.split('\n\n')[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('files', nargs='*',
-                        help='only files whose path contains one of these')
-    parser.add_argument('--per-file', type=int, default=12,
-                        help='mutants sampled per file (0: all; default 12)')
-    parser.add_argument('--seed', type=int, default=0,
-                        help='seed of the sample (default 0)')
-    parser.add_argument('--timeout', type=float, default=60,
-                        help='seconds per mutant test run (default 60)')
-    parser.add_argument('--list', action='store_true',
-                        help='list the mutants and exit')
+    parser.add_argument(
+        'files', nargs='*', help='only files whose path contains one of these')
+    parser.add_argument(
+        '--per-file',
+        type=int,
+        default=12,
+        help='mutants sampled per file (0: all; default 12)')
+    parser.add_argument(
+        '--seed', type=int, default=0, help='seed of the sample (default 0)')
+    parser.add_argument(
+        '--timeout',
+        type=float,
+        default=60,
+        help='seconds per mutant test run (default 60)')
+    parser.add_argument(
+        '--list', action='store_true', help='list the mutants and exit')
     parser.add_argument('--json', help='write the results to this file')
-    parser.add_argument('--exclude', action='append', default=[],
-                        metavar='FILE', help='skip target files whose path '
-                        'contains this (repeatable)')
-    parser.add_argument('--ignore', action='append', default=[],
-                        metavar='TEST', help='leave this core test file out '
-                        '(repeatable)')
-    parser.add_argument('--rerun', metavar='JSON',
-                        help='only the mutants that survived or timed out '
-                        'in this earlier --json result (after adding tests)')
+    parser.add_argument(
+        '--exclude',
+        action='append',
+        default=[],
+        metavar='FILE',
+        help='skip target files whose path '
+        'contains this (repeatable)')
+    parser.add_argument(
+        '--ignore',
+        action='append',
+        default=[],
+        metavar='TEST',
+        help='leave this core test file out '
+        '(repeatable)')
+    parser.add_argument(
+        '--rerun',
+        metavar='JSON',
+        help='only the mutants that survived or timed out '
+        'in this earlier --json result (after adding tests)')
     return parser.parse_args()
 
 
@@ -501,9 +544,11 @@ def main():
             earlier = [((m['path'], m['line_text'], m['col'], m['after']),
                         m['status']) for m in json.load(f)['mutants']]
         # and those marked equivalent then but not any more
-        again = {k for k, status in earlier
-                 if status in ('survived', 'timeout') or
-                 status == 'equivalent' and k not in EQUIVALENT}
+        again = {
+            k
+            for k, status in earlier if status in ('survived', 'timeout')
+            or status == 'equivalent' and k not in EQUIVALENT
+        }
         mutants = [m for m in mutants if m.key in again]
     if args.list:
         for m in mutants:
@@ -520,8 +565,10 @@ def main():
                      log) != 'passed':
             sys.exit(f'the core tests do not pass unmutated (or take over '
                      f'{args.timeout:.0f} s); see {log}')
-        print(f'unmutated core tests: {time.time() - start:.0f} s; '
-              f'{len(mutants)} mutants', flush=True)
+        print(
+            f'unmutated core tests: {time.time() - start:.0f} s; '
+            f'{len(mutants)} mutants',
+            flush=True)
         for i, m in enumerate(mutants, 1):
             with open(os.path.join(copy, m.path), 'rb') as f:
                 original = f.read()
@@ -538,10 +585,12 @@ def main():
             elif result == 'timeout':
                 m.status = 'timeout'
             else:
-                m.status = ('equivalent' if m.key in EQUIVALENT
-                            else 'survived')
-            print(f'[{i}/{len(mutants)}] {m.status:10s} {m.seconds:4.0f}s '
-                  f'{m.describe()}', flush=True)
+                m.status = ('equivalent'
+                            if m.key in EQUIVALENT else 'survived')
+            print(
+                f'[{i}/{len(mutants)}] {m.status:10s} {m.seconds:4.0f}s '
+                f'{m.describe()}',
+                flush=True)
     except KeyboardInterrupt:
         print('interrupted; results so far:', flush=True)
     finally:

@@ -27,32 +27,42 @@ from lors_det.datasets.synthetic_coco import PRESETS
 def parse_args():
     parser = argparse.ArgumentParser(
         description='Generate a small synthetic COCO-format shapes dataset.')
-    parser.add_argument('--out', default='data/synthetic',
-                        help='output root (default: data/synthetic)')
-    parser.add_argument('--preset', choices=sorted(PRESETS),
-                        default='shapes',
-                        help='shapes (3 classes, default) or hard (9 '
-                        'classes, clutter, occlusion, 256 px)')
-    parser.add_argument('--num-train', type=int,
-                        help='default: 64 (shapes), 1024 (hard)')
-    parser.add_argument('--num-val', type=int,
-                        help='default: 16 (shapes), 256 (hard)')
-    parser.add_argument('--img-size', type=int,
-                        help='square image side in pixels (>= 32); '
-                        'default: 128 (shapes), 256 (hard)')
+    parser.add_argument(
+        '--out',
+        default='data/synthetic',
+        help='output root (default: data/synthetic)')
+    parser.add_argument(
+        '--preset',
+        choices=sorted(PRESETS),
+        default='shapes',
+        help='shapes (3 classes, default) or hard (9 '
+        'classes, clutter, occlusion, 256 px)')
+    parser.add_argument(
+        '--num-train', type=int, help='default: 64 (shapes), 1024 (hard)')
+    parser.add_argument(
+        '--num-val', type=int, help='default: 16 (shapes), 256 (hard)')
+    parser.add_argument(
+        '--img-size',
+        type=int,
+        help='square image side in pixels (>= 32); '
+        'default: 128 (shapes), 256 (hard)')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--max-objects', type=int,
-                        help='default: 4 (shapes), 12 (hard)')
-    parser.add_argument('--force', action='store_true',
-                        help='regenerate even if the output is up to date')
+    parser.add_argument(
+        '--max-objects', type=int, help='default: 4 (shapes), 12 (hard)')
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='regenerate even if the output is up to date')
     return parser.parse_args()
 
 
 def is_up_to_date(out, settings):
     """Whether ``out`` holds a complete dataset made with ``settings``."""
     meta_file = osp.join(out, 'meta.json')
-    anns = [osp.join(out, 'annotations', f'instances_{s}.json')
-            for s in ('train', 'val')]
+    anns = [
+        osp.join(out, 'annotations', f'instances_{s}.json')
+        for s in ('train', 'val')
+    ]
     if not all(osp.isfile(f) for f in [meta_file] + anns):
         return False
     with open(meta_file) as f:
@@ -64,11 +74,16 @@ def is_up_to_date(out, settings):
 
 def main():
     args = parse_args()
-    given = dict(num_train=args.num_train, num_val=args.num_val,
-                 img_size=args.img_size, seed=args.seed,
-                 max_objects=args.max_objects)
-    settings = {k: PRESETS[args.preset][k] if v is None else v
-                for k, v in given.items()}
+    given = dict(
+        num_train=args.num_train,
+        num_val=args.num_val,
+        img_size=args.img_size,
+        seed=args.seed,
+        max_objects=args.max_objects)
+    settings = {
+        k: PRESETS[args.preset][k] if v is None else v
+        for k, v in given.items()
+    }
     if args.preset != 'shapes':  # meta.json of default data stays as it was
         settings['preset'] = args.preset
     if not args.force and is_up_to_date(args.out, settings):

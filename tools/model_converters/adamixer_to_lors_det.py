@@ -34,8 +34,8 @@ def main(source: str, doc: str, tool: str) -> None:
     parser.add_argument('dst', help='where to save the converted checkpoint')
     parser.add_argument(
         '--config', help='lors_det config to check keys and shapes against')
-    parser.add_argument('--force', action='store_true',
-                        help='replace DST if it exists')
+    parser.add_argument(
+        '--force', action='store_true', help='replace DST if it exists')
     args = parser.parse_args()
     repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(tool))))
     config = model = None
@@ -44,10 +44,14 @@ def main(source: str, doc: str, tool: str) -> None:
             cfg = load_tool_config(args.config)
             config, model = cfg.filename, build_model(cfg)
     try:
-        convert_checkpoint_file(args.src, args.dst, source,
-                                config=config, model=model,
-                                converter=osp.relpath(tool, repo),
-                                force=args.force)
+        convert_checkpoint_file(
+            args.src,
+            args.dst,
+            source,
+            config=config,
+            model=model,
+            converter=osp.relpath(tool, repo),
+            force=args.force)
     except (ValueError, CheckpointError, OSError) as e:  # incl. bad paths
         sys.exit(f'error: {e}')
 

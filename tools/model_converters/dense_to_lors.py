@@ -47,17 +47,17 @@ def format_result(result) -> str:
     for s in result.stacks:
         for f in s.fits:
             rows.append((f'{s.name} ({s.kind})', str(f.layer),
-                         f'{f.rank} x {f.num_factors}',
-                         f'{f.rel_error:.4f}', f'{f.energy_kept:.4f}'))
+                         f'{f.rank} x {f.num_factors}', f'{f.rel_error:.4f}',
+                         f'{f.energy_kept:.4f}'))
     lines = [text_table(header, rows), '']
     header = ('stack', 'dense params', 'LORS params', 'reduction')
     rows = [(s.name, f'{s.dense_params:,}', f'{s.lors_params:,}',
              f'{100 * (1 - s.lors_params / s.dense_params):.1f}%')
             for s in result.stacks]
-    rows.append(('whole model', f'{result.dense_params:,}',
-                 f'{result.lors_params:,}',
-                 f'{100 * (1 - result.lors_params / result.dense_params):.1f}'
-                 '%'))
+    rows.append(
+        ('whole model', f'{result.dense_params:,}', f'{result.lors_params:,}',
+         f'{100 * (1 - result.lors_params / result.dense_params):.1f}'
+         '%'))
     lines.append(text_table(header, rows))
     lines.append('ranks: ' + ', '.join(f'{k} rank={v}'
                                        for k, v in result.ranks.items()))
@@ -69,27 +69,43 @@ def parse_args(argv=None):
         description=__doc__.split('\n')[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog='\n'.join(__doc__.split('\n')[2:]))
-    parser.add_argument('dense_config', help='config DENSE_CKPT was trained '
-                        'with')
+    parser.add_argument(
+        'dense_config', help='config DENSE_CKPT was trained '
+        'with')
     parser.add_argument('dense_checkpoint', help='trained dense checkpoint')
     parser.add_argument('lors_config', help='the LORS config to convert to')
     parser.add_argument('out', help='where to write the LORS checkpoint')
     group = parser.add_mutually_exclusive_group()
-    group.add_argument('--rank', type=int, help='one rank for every LORS '
-                       'block (default: the LORS config\'s ranks)')
-    group.add_argument('--energy', type=float, help='per LORS block, the '
-                       'smallest rank keeping this fraction of every '
-                       "layer's residual energy, in (0, 1]")
-    parser.add_argument('--refine-steps', type=int, default=2,
-                        help='HOOI refinement sweeps of the LORSA fits '
-                        '(default 2; 0: HOSVD only)')
-    parser.add_argument('--out-config', help='where to write the config with '
-                        'the new ranks (default: OUT with .py)')
-    parser.add_argument('--trusted', action='store_true',
-                        help='allow a full (code-executing) unpickle of '
-                        'DENSE_CKPT (same as LORS_DET_TRUST_CHECKPOINTS=1)')
-    parser.add_argument('--force', action='store_true',
-                        help='replace existing outputs (never an input)')
+    group.add_argument(
+        '--rank',
+        type=int,
+        help='one rank for every LORS '
+        'block (default: the LORS config\'s ranks)')
+    group.add_argument(
+        '--energy',
+        type=float,
+        help='per LORS block, the '
+        'smallest rank keeping this fraction of every '
+        "layer's residual energy, in (0, 1]")
+    parser.add_argument(
+        '--refine-steps',
+        type=int,
+        default=2,
+        help='HOOI refinement sweeps of the LORSA fits '
+        '(default 2; 0: HOSVD only)')
+    parser.add_argument(
+        '--out-config',
+        help='where to write the config with '
+        'the new ranks (default: OUT with .py)')
+    parser.add_argument(
+        '--trusted',
+        action='store_true',
+        help='allow a full (code-executing) unpickle of '
+        'DENSE_CKPT (same as LORS_DET_TRUST_CHECKPOINTS=1)')
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='replace existing outputs (never an input)')
     args = parser.parse_args(argv)
     if args.rank is not None and args.rank <= 0:
         parser.error(f'--rank must be a positive integer, got {args.rank}')
@@ -110,16 +126,21 @@ def main(argv=None):
         os.environ[TRUST_ENV] = '1'
     try:
         result = convert_dense_checkpoint(
-            args.dense_config, args.dense_checkpoint, args.lors_config,
-            args.out, rank=args.rank, energy=args.energy,
-            refine_steps=args.refine_steps, out_config=args.out_config,
+            args.dense_config,
+            args.dense_checkpoint,
+            args.lors_config,
+            args.out,
+            rank=args.rank,
+            energy=args.energy,
+            refine_steps=args.refine_steps,
+            out_config=args.out_config,
             force=args.force)
     except (ValueError, CheckpointError, OSError) as e:
         sys.exit('error: ' + ' '.join(str(e).split()))
     print(format_result(result))
     config = result.out_config or args.lors_config
-    print(f'saved {args.out}' + (f' and {result.out_config}'
-                                 if result.out_config else ''))
+    print(f'saved {args.out}' +
+          (f' and {result.out_config}' if result.out_config else ''))
     print(f'evaluate: python tools/test.py {config} {args.out}; fine-tune: '
           f'python tools/train.py {config} --cfg-options '
           f'load_from={args.out} (docs/from_dense.md)')

@@ -39,24 +39,25 @@ from lors_det.models.param_counts import build_model
 
 def format_report(report: CompressionReport) -> str:
     """Per-layer table and totals."""
+
     def num(v):
         return f'{v:,}'
 
     header = ('layer', 'shape (out x in)', 'factors', 'rank kept',
               'energy kept', 'params before', 'params after', 'dense')
-    rows = [(r.name, f'{r.out_features} x {r.in_features}',
-             str(r.num_factors),
+    rows = [(r.name, f'{r.out_features} x {r.in_features}', str(r.num_factors),
              f'{r.rank}/{r.max_rank}' + (' (clamped)' if r.clamped else ''),
-             f'{r.energy_kept:.4f}', num(r.params_before),
-             num(r.params_after), num(r.dense_params))
-            for r in report.layers]
+             f'{r.energy_kept:.4f}', num(r.params_before), num(r.params_after),
+             num(r.dense_params)) for r in report.layers]
 
     def pct(after, before):
         return f'{100.0 * (1 - after / before):.1f}% fewer' if before else ''
 
     kept, total = report.singular_values_kept
-    lines = [f'LoRITa compression: --{report.method} {report.value}', '',
-             text_table(header, rows)]
+    lines = [
+        f'LoRITa compression: --{report.method} {report.value}', '',
+        text_table(header, rows)
+    ]
     lines += [
         '',
         f'singular values kept: {kept} / {total}',
@@ -78,24 +79,31 @@ def parse_args(argv=None):
         description=__doc__.split('\n')[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog='\n'.join(__doc__.split('\n')[2:]))
-    parser.add_argument('config', help='the config the model was trained '
-                        'with (it has LoRITa layers)')
+    parser.add_argument(
+        'config',
+        help='the config the model was trained '
+        'with (it has LoRITa layers)')
     parser.add_argument('checkpoint', help='trained checkpoint')
     parser.add_argument('out', help='where to write the compressed checkpoint')
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument('--rank', type=int, help='rank R for every layer')
-    group.add_argument('--energy', type=float,
-                       help='per-layer fraction of squared singular values '
-                       'kept, in (0, 1]')
-    group.add_argument('--ratio', type=float,
-                       help='global fraction of singular values kept, in '
-                       '(0, 1]')
+    group.add_argument(
+        '--energy',
+        type=float,
+        help='per-layer fraction of squared singular values '
+        'kept, in (0, 1]')
+    group.add_argument(
+        '--ratio',
+        type=float,
+        help='global fraction of singular values kept, in '
+        '(0, 1]')
     parser.add_argument(
-        '--trusted', action='store_true',
+        '--trusted',
+        action='store_true',
         help='allow a full (code-executing) unpickle of CKPT if the safe '
         'loader refuses it (same as LORS_DET_TRUST_CHECKPOINTS=1)')
-    parser.add_argument('--force', action='store_true',
-                        help='replace OUT if it exists')
+    parser.add_argument(
+        '--force', action='store_true', help='replace OUT if it exists')
     args = parser.parse_args(argv)
     for method in ('rank', 'energy', 'ratio'):
         value = getattr(args, method)
@@ -118,9 +126,14 @@ def main(argv=None):
         cfg = load_tool_config(args.config)
         model = build_model(cfg)
     try:
-        report, _ = compress_checkpoint(cfg, args.checkpoint,
-                                        args.out, args.method, args.value,
-                                        model=model, force=args.force)
+        report, _ = compress_checkpoint(
+            cfg,
+            args.checkpoint,
+            args.out,
+            args.method,
+            args.value,
+            model=model,
+            force=args.force)
     except (ValueError, CheckpointError, OSError) as e:  # incl. bad paths
         sys.exit(f'error: {e}')
     print(format_report(report))

@@ -36,8 +36,8 @@ def main():
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument('out', help='output checkpoint (.pth)')
-    parser.add_argument('--force', action='store_true',
-                        help='replace existing outputs')
+    parser.add_argument(
+        '--force', action='store_true', help='replace existing outputs')
     args = parser.parse_args()
     if not osp.isfile(args.checkpoint):
         parser.error(f'file does not exist: {args.checkpoint}')
@@ -47,14 +47,17 @@ def main():
         cfg = load_tool_config(args.config)
         model = MODELS.build(cfg.model)
     try:
-        check_outputs(dict(OUT=args.out, **{'deploy config': out_cfg}),
-                      dict(CONFIG=cfg.filename, CHECKPOINT=args.checkpoint),
-                      force=args.force)
+        check_outputs(
+            dict(OUT=args.out, **{'deploy config': out_cfg}),
+            dict(CONFIG=cfg.filename, CHECKPOINT=args.checkpoint),
+            force=args.force)
         load_weights(model, args.checkpoint, config=args.config)
         deploy, state = to_deploy(cfg, model)
         atomic_write_text(out_cfg, deploy.pretty_text)
-        save_checkpoint(dict(meta=dict(merged_from=osp.abspath(
-            args.checkpoint)), state_dict=state), args.out)
+        save_checkpoint(
+            dict(
+                meta=dict(merged_from=osp.abspath(args.checkpoint)),
+                state_dict=state), args.out)
     except (ValueError, CheckpointError, OSError) as e:
         sys.exit(f'error: {e}')
     print(f'deploy checkpoint: {args.out}\ndeploy config:     {out_cfg}')

@@ -78,7 +78,10 @@ class AtomicCheckpointHook(CheckpointHook):
                             max_keep_ckpts=3))
     """
 
-    def __init__(self, *args, backend_args=None, file_client_args=None,
+    def __init__(self,
+                 *args,
+                 backend_args=None,
+                 file_client_args=None,
                  **kwargs):
         super().__init__(
             *args,
@@ -107,8 +110,8 @@ class AtomicCheckpointHook(CheckpointHook):
             self._remove_partials(runner)
 
     def _remove_partials(self, runner) -> None:
-        pattern = osp.join(glob.escape(str(self.out_dir)), '*' +
-                           PARTIAL_SUFFIX)
+        pattern = osp.join(
+            glob.escape(str(self.out_dir)), '*' + PARTIAL_SUFFIX)
         for path in sorted(glob.glob(pattern)):
             owner = partial_owner(path)
             if owner is not None and pid_alive(owner):

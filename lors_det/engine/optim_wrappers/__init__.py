@@ -2,8 +2,7 @@ from .non_finite_check_optim_wrapper import (CheckedOptimWrapperConstructor,
                                              NonFiniteCheck,
                                              NonFiniteCheckAmpOptimWrapper,
                                              NonFiniteCheckOptimWrapper,
-                                             NonFiniteLossError,
-                                             to_amp)
+                                             NonFiniteLossError, to_amp)
 
 __all__ = [
     'CheckedOptimWrapperConstructor', 'NonFiniteCheck',

@@ -45,9 +45,9 @@ class InitialQueryGenerator(nn.Module):
         nn.init.constant_(self.init_proposal_bboxes.weight[:, :2], 0.5)
         nn.init.constant_(self.init_proposal_bboxes.weight[:, 2:], 1.0)
 
-    def forward(self,
-                batch_img_metas: List[dict]) -> Tuple[torch.Tensor,
-                                                      torch.Tensor]:
+    def forward(
+            self,
+            batch_img_metas: List[dict]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Queries for a batch.
 
         Args:
@@ -60,8 +60,9 @@ class InitialQueryGenerator(nn.Module):
             [m['img_shape'][:2] for m in batch_img_metas])  # (B, 2) h, w
         return self.from_sizes(img_sizes)
 
-    def from_sizes(self, img_sizes: torch.Tensor) -> Tuple[torch.Tensor,
-                                                           torch.Tensor]:
+    def from_sizes(
+            self,
+            img_sizes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Queries from the valid image sizes as a tensor, so that an
         exported graph takes them as an input instead of baking them in.
 
@@ -72,8 +73,11 @@ class InitialQueryGenerator(nn.Module):
             tuple: xyzr (B, N, 4) in pixels of each image, content (B, N, C).
         """
         cxcywh = self.init_proposal_bboxes.weight  # (N, 4), relative
-        xyxy = torch.cat([cxcywh[:, :2] - 0.5 * cxcywh[:, 2:],
-                          cxcywh[:, :2] + 0.5 * cxcywh[:, 2:]], dim=-1)
+        xyxy = torch.cat([
+            cxcywh[:, :2] - 0.5 * cxcywh[:, 2:],
+            cxcywh[:, :2] + 0.5 * cxcywh[:, 2:]
+        ],
+                         dim=-1)
         img_sizes = img_sizes.to(cxcywh.dtype)
         whwh = img_sizes[:, [1, 0, 1, 0]]  # (B, 4)
         xyzr = xyxy_to_xyzr(xyxy[None] * whwh[:, None]).detach()

@@ -32,13 +32,17 @@ class AdaMixer(BaseDetector):
     :meth:`unmerge_lors`; ``loss`` refuses a merged model.
     """
 
-    def __init__(self, backbone: dict, neck: dict, query_generator: dict,
-                 decoder: dict, train_cfg: Optional[dict] = None,
+    def __init__(self,
+                 backbone: dict,
+                 neck: dict,
+                 query_generator: dict,
+                 decoder: dict,
+                 train_cfg: Optional[dict] = None,
                  test_cfg: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
-        super().__init__(data_preprocessor=data_preprocessor,
-                         init_cfg=init_cfg)
+        super().__init__(
+            data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if 'merge_lors' in (test_cfg or {}):
             raise TypeError(
                 'model.test_cfg.merge_lors is no longer an option: merging '
@@ -55,10 +59,9 @@ class AdaMixer(BaseDetector):
     def _check_consistency(self) -> None:
         """Neck, queries and decoder must agree on C and the levels."""
         C = self.decoder.content_dim
-        for name, value in (
-                ('neck.out_channels', self.neck.out_channels),
-                ('query_generator.content_dim',
-                 self.query_generator.content_dim)):
+        for name, value in (('neck.out_channels', self.neck.out_channels),
+                            ('query_generator.content_dim',
+                             self.query_generator.content_dim)):
             if value != C:
                 raise ValueError(f'{name}={value} but decoder.content_dim='
                                  f'{C}; they must be equal')
@@ -72,8 +75,7 @@ class AdaMixer(BaseDetector):
     def _log_parameter_counts(self) -> None:
         """LORS's headline numbers: parameters shared by the decoder
         stages, private to one stage, and the total."""
-        model, decoder = count_parameters(self), count_parameters(
-            self.decoder)
+        model, decoder = count_parameters(self), count_parameters(self.decoder)
         print_log(
             f'{type(self).__name__}: {model["total"]:,} parameters, decoder '
             f'{decoder["total"]:,} (shared across stages '
@@ -129,19 +131,22 @@ class AdaMixer(BaseDetector):
         xyzr, query = self._queries(batch_data_samples)
         return self.decoder.loss(features, xyzr, query, batch_data_samples)
 
-    def predict(self, batch_inputs: torch.Tensor,
+    def predict(self,
+                batch_inputs: torch.Tensor,
                 batch_data_samples: SampleList,
                 rescale: bool = True) -> SampleList:
         """Detections in ``pred_instances`` (``max_per_img`` per image)."""
         features = self.extract_feat(batch_inputs)
         xyzr, query = self._queries(batch_data_samples)
-        results = self.decoder.predict(features, xyzr, query,
-                                       batch_data_samples, rescale=rescale)
+        results = self.decoder.predict(
+            features, xyzr, query, batch_data_samples, rescale=rescale)
         return self.add_pred_to_datasample(batch_data_samples, results)
 
-    def _forward(self, batch_inputs: torch.Tensor,
-                 batch_data_samples: SampleList = None
-                 ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    def _forward(
+        self,
+        batch_inputs: torch.Tensor,
+        batch_data_samples: SampleList = None
+    ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """Raw per-stage (cls logits, xyxy boxes), e.g. for FLOPs."""
         features = self.extract_feat(batch_inputs)
         if batch_data_samples is None:

@@ -91,14 +91,18 @@ class AdaptiveMixing(nn.Module):
             output linear as a LoRITa product (``num_factors``).
     """
 
-    def __init__(self, content_dim: int = 256, feat_channels: int = 256,
-                 in_points: int = 32, out_points: int = 128,
-                 num_groups: int = 4, num_stages: int = 6,
-                 lorsa: Optional[dict] = None, lorst: Optional[dict] = None,
+    def __init__(self,
+                 content_dim: int = 256,
+                 feat_channels: int = 256,
+                 in_points: int = 32,
+                 out_points: int = 128,
+                 num_groups: int = 4,
+                 num_stages: int = 6,
+                 lorsa: Optional[dict] = None,
+                 lorst: Optional[dict] = None,
                  out_proj_lorita: Optional[dict] = None):
         super().__init__()
-        check_divides('num_groups', num_groups, 'feat_channels',
-                      feat_channels)
+        check_divides('num_groups', num_groups, 'feat_channels', feat_channels)
         check_positive('in_points', in_points)
         check_positive('out_points', out_points)
         c = feat_channels // num_groups
@@ -116,8 +120,8 @@ class AdaptiveMixing(nn.Module):
                                                 **lorsa)
         mixed = num_groups * out_points * c
         if lorst is None:
-            self.out_proj = StackedLinear(mixed, content_dim, num_stages,
-                                          lorita=out_proj_lorita)
+            self.out_proj = StackedLinear(
+                mixed, content_dim, num_stages, lorita=out_proj_lorita)
         elif out_proj_lorita is not None:
             raise ValueError('AdaptiveMixing: lorst and out_proj_lorita both '
                              'set; choose one for the output linear')

@@ -24,8 +24,11 @@ class FFN(nn.Module):
             (arXiv 2405.03089), e.g. ``dict(num_factors=3)``.
     """
 
-    def __init__(self, embed_dims: int = 256, feedforward_channels: int = 2048,
-                 tied: bool = False, lorita: Optional[dict] = None):
+    def __init__(self,
+                 embed_dims: int = 256,
+                 feedforward_channels: int = 2048,
+                 tied: bool = False,
+                 lorita: Optional[dict] = None):
         super().__init__()
         check_bool('tied', tied)
         if tied and lorita is not None:

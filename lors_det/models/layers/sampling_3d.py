@@ -40,7 +40,8 @@ def make_sample_points(offset: torch.Tensor, xyzr: torch.Tensor,
     return torch.cat([xy, z], dim=-1)
 
 
-def level_weights(z: torch.Tensor, strides: Sequence[int],
+def level_weights(z: torch.Tensor,
+                  strides: Sequence[int],
                   tau: float = 2.0) -> torch.Tensor:
     """Gaussian weights over levels: (...,) z -> (..., L), sum to 1."""
     level_z = z.new_tensor(strides).log2()
@@ -61,8 +62,8 @@ def _relative_xy(xy: torch.Tensor, feat: torch.Tensor,
         hw = shape_as_tensor(feat)[-2:].to(xy.dtype)
         return xy / (torch.stack([hw[1], hw[0]]) * stride)
     H, W = feat.shape[-2:]
-    return torch.stack(
-        [xy[..., 0] / (W * stride), xy[..., 1] / (H * stride)], dim=-1)
+    return torch.stack([xy[..., 0] / (W * stride), xy[..., 1] / (H * stride)],
+                       dim=-1)
 
 
 def sample_3d(points: torch.Tensor, features: Sequence[torch.Tensor],
@@ -93,8 +94,11 @@ def sample_3d(points: torch.Tensor, features: Sequence[torch.Tensor],
         H, W = feat.shape[-2:]
         grid = _relative_xy(xy, feat, stride) * 2.0 - 1.0  # in [-1, 1]
         sampled = F.grid_sample(
-            feat.reshape(B * G, c, H, W), grid, mode='bilinear',
-            padding_mode='zeros', align_corners=False)  # (B*G, c, N, P)
+            feat.reshape(B * G, c, H, W),
+            grid,
+            mode='bilinear',
+            padding_mode='zeros',
+            align_corners=False)  # (B*G, c, N, P)
         sampled = sampled * weights[:, None, :, :, level]
         # no zeros to start from: an exported graph would give them the
         # traced batch size
@@ -117,14 +121,16 @@ class AdaptiveSampling(nn.Module):
     dz = -1 (official init; :meth:`init_weights`, run at construction).
     """
 
-    def __init__(self, content_dim: int = 256, in_points: int = 32,
+    def __init__(self,
+                 content_dim: int = 256,
+                 in_points: int = 32,
                  num_groups: int = 4):
         super().__init__()
         check_positive('content_dim', content_dim)
         self.in_points = check_positive('in_points', in_points)
         self.num_groups = check_positive('num_groups', num_groups)
-        self.sampling_offset_generator = nn.Linear(
-            content_dim, num_groups * in_points * 3)
+        self.sampling_offset_generator = nn.Linear(content_dim,
+                                                   num_groups * in_points * 3)
         self.init_weights()
 
     @torch.no_grad()

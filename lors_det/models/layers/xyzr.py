@@ -38,7 +38,8 @@ def refine_xyzr(xyzr: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
                        dim=-1)
 
 
-def position_embedding(xyzr: torch.Tensor, num_feats: int,
+def position_embedding(xyzr: torch.Tensor,
+                       num_feats: int,
                        temperature: float = 10000.) -> torch.Tensor:
     """Sinusoidal embedding of xyzr: (B, N, 4) -> (B, N, 4 * num_feats).
 

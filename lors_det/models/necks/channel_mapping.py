@@ -26,10 +26,12 @@ class ChannelMapping(BaseModule):
     Convs are Xavier-uniform initialised (official ``init_cfg``).
     """
 
-    def __init__(self, in_channels: Sequence[int], out_channels: int = 256,
+    def __init__(self,
+                 in_channels: Sequence[int],
+                 out_channels: int = 256,
                  num_groups: int = 32,
-                 init_cfg: dict = dict(type='Xavier', layer='Conv2d',
-                                       distribution='uniform')):
+                 init_cfg: dict = dict(
+                     type='Xavier', layer='Conv2d', distribution='uniform')):
         super().__init__(init_cfg)
         if out_channels % num_groups:
             raise ValueError(f'GroupNorm groups={num_groups} must divide '

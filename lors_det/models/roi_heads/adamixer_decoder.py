@@ -58,15 +58,23 @@ class AdaMixerDecoder(BaseModule):
     stack of mixings, shared parts owned once here).
     """
 
-    def __init__(self, num_classes: int = 80, num_stages: int = 6,
+    def __init__(self,
+                 num_classes: int = 80,
+                 num_stages: int = 6,
                  stage_loss_weights: Optional[Sequence[float]] = None,
                  featmap_strides: Sequence[int] = (4, 8, 16, 32),
-                 content_dim: int = 256, num_groups: int = 4,
-                 in_points: int = 32, out_points: int = 128,
-                 stage: dict = dict(), mixing: dict = dict(),
+                 content_dim: int = 256,
+                 num_groups: int = 4,
+                 in_points: int = 32,
+                 out_points: int = 128,
+                 stage: dict = dict(),
+                 mixing: dict = dict(),
                  loss_cls: dict = dict(
-                     type='FocalLoss', use_sigmoid=True, gamma=2.0,
-                     alpha=0.25, loss_weight=2.0),
+                     type='FocalLoss',
+                     use_sigmoid=True,
+                     gamma=2.0,
+                     alpha=0.25,
+                     loss_weight=2.0),
                  loss_bbox: dict = dict(type='L1Loss', loss_weight=5.0),
                  loss_iou: dict = dict(type='GIoULoss', loss_weight=2.0),
                  train_cfg: Optional[dict] = None,
@@ -76,8 +84,8 @@ class AdaMixerDecoder(BaseModule):
         # the sizes the decoder uses itself; num_groups, in_points and
         # out_points are checked by the sampling and the mixing that use them
         for name, value in (('num_classes', num_classes),
-                            ('num_stages', num_stages),
-                            ('content_dim', content_dim)):
+                            ('num_stages', num_stages), ('content_dim',
+                                                         content_dim)):
             check_positive(f'decoder.{name}', value)
         weights = [1.0] * num_stages if stage_loss_weights is None else list(
             stage_loss_weights)
@@ -101,24 +109,32 @@ class AdaMixerDecoder(BaseModule):
         self.test_cfg = test_cfg
         with config_block('decoder.stage'):
             self.stages = torch.nn.ModuleList(
-                AdaMixerDecoderStage(num_classes=num_classes,
-                                     content_dim=content_dim,
-                                     in_points=in_points,
-                                     num_groups=num_groups, **stage)
-                for _ in range(num_stages))
+                AdaMixerDecoderStage(
+                    num_classes=num_classes,
+                    content_dim=content_dim,
+                    in_points=in_points,
+                    num_groups=num_groups,
+                    **stage) for _ in range(num_stages))
         with config_block('decoder'):
             self.mixing = AdaptiveMixing(
-                content_dim=content_dim, feat_channels=content_dim,
-                in_points=in_points, out_points=out_points,
-                num_groups=num_groups, num_stages=num_stages, **mixing)
+                content_dim=content_dim,
+                feat_channels=content_dim,
+                in_points=in_points,
+                out_points=out_points,
+                num_groups=num_groups,
+                num_stages=num_stages,
+                **mixing)
         self.criterion = SetCriterion(
-            num_classes, train_cfg.get(
+            num_classes,
+            train_cfg.get(
                 'assigner',
-                dict(type='HungarianAssigner', match_costs=[
-                    dict(type='FocalLossCost', weight=2.0),
-                    dict(type='BBoxL1Cost', weight=5.0, box_format='xyxy'),
-                    dict(type='IoUCost', iou_mode='giou', weight=2.0)
-                ])), loss_cls, loss_bbox, loss_iou)
+                dict(
+                    type='HungarianAssigner',
+                    match_costs=[
+                        dict(type='FocalLossCost', weight=2.0),
+                        dict(type='BBoxL1Cost', weight=5.0, box_format='xyxy'),
+                        dict(type='IoUCost', iou_mode='giou', weight=2.0)
+                    ])), loss_cls, loss_bbox, loss_iou)
 
     def forward(self, features: Sequence[torch.Tensor], xyzr: torch.Tensor,
                 query: torch.Tensor) -> List[StageOutput]:
@@ -138,7 +154,10 @@ class AdaMixerDecoder(BaseModule):
             # the stage calls the decoder's one mixing with its index (a
             # lambda: dynamo traces it, functools.partial breaks the graph)
             cls_score, delta, query = stage(
-                features, self.featmap_strides, xyzr, query,
+                features,
+                self.featmap_strides,
+                xyzr,
+                query,
                 lambda x, q, i=i: self.mixing(x, q, i))
             new_xyzr = refine_xyzr(xyzr, delta)
             outputs.append((cls_score, xyzr_to_xyxy(new_xyzr)))
@@ -176,8 +195,11 @@ class AdaMixerDecoder(BaseModule):
                 losses[f's{i}.{name}'] = value * self.stage_loss_weights[i]
         return losses
 
-    def predict(self, features: Sequence[torch.Tensor], xyzr: torch.Tensor,
-                query: torch.Tensor, batch_data_samples: SampleList,
+    def predict(self,
+                features: Sequence[torch.Tensor],
+                xyzr: torch.Tensor,
+                query: torch.Tensor,
+                batch_data_samples: SampleList,
                 rescale: bool = True) -> List[InstanceData]:
         """Top-k (query, class) pairs of the last stage per image.
 
@@ -197,6 +219,7 @@ class AdaMixerDecoder(BaseModule):
             if rescale:
                 scale = bboxes.new_tensor(sample.metainfo['scale_factor'])
                 bboxes = bboxes / scale.repeat(2)
-            results.append(InstanceData(bboxes=bboxes, scores=top_scores,
-                                        labels=index % K))
+            results.append(
+                InstanceData(
+                    bboxes=bboxes, scores=top_scores, labels=index % K))
         return results

@@ -44,10 +44,15 @@ class AdaMixerDecoderStage(nn.Module):
         ffn (dict): options of :class:`FFN` (``tied``, ``lorita``).
     """
 
-    def __init__(self, num_classes: int = 80, content_dim: int = 256,
-                 num_heads: int = 8, feedforward_channels: int = 2048,
-                 in_points: int = 32, num_groups: int = 4,
-                 num_cls_fcs: int = 1, num_reg_fcs: int = 1,
+    def __init__(self,
+                 num_classes: int = 80,
+                 content_dim: int = 256,
+                 num_heads: int = 8,
+                 feedforward_channels: int = 2048,
+                 in_points: int = 32,
+                 num_groups: int = 4,
+                 num_cls_fcs: int = 1,
+                 num_reg_fcs: int = 1,
                  ffn: dict = dict()):
         super().__init__()
         check_positive('num_heads', num_heads)
@@ -113,10 +118,10 @@ class AdaMixerDecoderStage(nn.Module):
         attn, _ = self.attention(x, x, x, attn_mask=bias, need_weights=False)
         return self.attention_norm(x + attn)
 
-    def forward(self, features: Sequence[torch.Tensor],
-                strides: Sequence[int], xyzr: torch.Tensor,
-                query: torch.Tensor, mixing: Mixing
-                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+            self, features: Sequence[torch.Tensor], strides: Sequence[int],
+            xyzr: torch.Tensor, query: torch.Tensor,
+            mixing: Mixing) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run the stage.
 
         Args:

@@ -91,8 +91,7 @@ def check_finite_predictions(
         return
     bad_stages = sorted({i // 2 for i, f in enumerate(any_rank) if f})
     stage = bad_stages[0]
-    what = ' and '.join(n for n, f in zip(names, any_rank[2 * stage:])
-                        if f)
+    what = ' and '.join(n for n, f in zip(names, any_rank[2 * stage:]) if f)
     where = '' if any(local[2 * stage:2 * stage + 2]) else \
         ' on another rank'
     later = f' (also stages {bad_stages[1:]})' if len(bad_stages) > 1 \

@@ -43,10 +43,10 @@ class SetCriterion(nn.Module):
         """
         matches = []
         for i, sample in enumerate(batch_data_samples):
-            pred = InstanceData(scores=cls_score[i].detach(),
-                                bboxes=boxes[i].detach())
-            result = self.assigner.assign(pred, sample.gt_instances,
-                                          img_meta=sample.metainfo)
+            pred = InstanceData(
+                scores=cls_score[i].detach(), bboxes=boxes[i].detach())
+            result = self.assigner.assign(
+                pred, sample.gt_instances, img_meta=sample.metainfo)
             matches.append(result.gt_inds - 1)
         return matches
 
@@ -74,17 +74,18 @@ class SetCriterion(nn.Module):
             pred_pos.append(boxes[i, pos])
             gt_pos.append(gt.bboxes[match[pos]])
             h, w = sample.metainfo['img_shape'][:2]
-            whwh_pos.append(boxes.new_tensor([w, h, w, h]).expand(
-                int(pos.sum()), 4))
+            whwh_pos.append(
+                boxes.new_tensor([w, h, w, h]).expand(int(pos.sum()), 4))
         pred_pos, gt_pos = torch.cat(pred_pos), torch.cat(gt_pos)
         whwh_pos = torch.cat(whwh_pos)
         # clamp: the official code divides by 0 when no image of the whole
         # batch (all GPUs) has an object; identical otherwise
-        avg_factor = reduce_mean(cls_score.new_tensor(len(pred_pos))).clamp(
-            min=1.0).item()
+        avg_factor = reduce_mean(cls_score.new_tensor(
+            len(pred_pos))).clamp(min=1.0).item()
         losses = dict(
             loss_cls=self.loss_cls(
-                cls_score.reshape(B * N, K), labels.flatten(),
+                cls_score.reshape(B * N, K),
+                labels.flatten(),
                 avg_factor=avg_factor))
         if len(pred_pos):
             losses['loss_bbox'] = self.loss_bbox(

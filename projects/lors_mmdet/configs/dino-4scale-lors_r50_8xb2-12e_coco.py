@@ -9,8 +9,8 @@ custom_imports = dict(imports=['lors_det'], allow_failed_imports=False)
 
 lors_share = dict(
     stack='decoder.layers',
-    lorst=dict(targets=['cross_attn.*', 'ffn.layers.*'], rank=8,
-               num_factors=1))
+    lorst=dict(
+        targets=['cross_attn.*', 'ffn.layers.*'], rank=8, num_factors=1))
 model = dict(
     _delete_=True,
     type='LORSWrapper',

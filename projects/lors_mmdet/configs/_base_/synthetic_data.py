@@ -44,5 +44,5 @@ synthetic_val_dataloader = dict(
         ann_file='annotations/instances_val.json',
         data_prefix=dict(img='val/'),
         pipeline=synthetic_test_pipeline))
-synthetic_val_evaluator = dict(
-    ann_file=synthetic_root + 'annotations/instances_val.json')
+synthetic_val_evaluator = dict(ann_file=synthetic_root +
+                               'annotations/instances_val.json')

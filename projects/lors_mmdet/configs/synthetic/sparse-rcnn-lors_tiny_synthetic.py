@@ -44,8 +44,7 @@ model = dict(
             depth=18, frozen_stages=-1, norm_eval=False, init_cfg=None),
         neck=dict(in_channels=[64, 128, 256, 512], out_channels=content_dim),
         rpn_head=dict(
-            num_proposals=num_proposals,
-            proposal_feature_channel=content_dim),
+            num_proposals=num_proposals, proposal_feature_channel=content_dim),
         roi_head=dict(
             num_stages=num_stages,
             stage_loss_weights=[1] * num_stages,
@@ -63,8 +62,7 @@ model = dict(
                 rank=4,
                 num_factors=[1, 2]),
             lorst=dict(
-                targets=['instance_interactive_conv.fc_layer',
-                         'ffn.layers.*'],
+                targets=['instance_interactive_conv.fc_layer', 'ffn.layers.*'],
                 rank=4,
                 num_factors=1))
     ])
