@@ -6,13 +6,8 @@ _base_ = './adamixer-lors_tiny_proxy.py'
 max_epochs = 5
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
+    _base_.param_scheduler[0],  # the warm-up
     dict(
-        type='MultiStepLR',
-        begin=0,
-        end=max_epochs,
-        by_epoch=True,
-        milestones=[max_epochs - 1],
-        gamma=0.1)
+        _base_.param_scheduler[1], end=max_epochs, milestones=[max_epochs - 1])
 ]
 default_hooks = dict(checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
