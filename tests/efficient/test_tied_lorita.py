@@ -121,6 +121,24 @@ def test_load_adopts_only_factors_numbered_from_zero_without_gaps():
     assert len(layer.factors) == 3
 
 
+def test_entries_after_load_describe_the_compressed_layer():
+    """What a checkpoint check expects of a layer that will adopt a
+    compressed chain: the chain's factor shapes and the bias."""
+    layer = LoRITaLinear(16, 8, num_factors=3)
+    state = {
+        'l.factors.0': torch.zeros(3, 16),
+        'l.factors.1': torch.zeros(8, 3),
+        'l.bias': torch.zeros(8)
+    }
+    f32 = torch.float32
+    assert layer.state_entries_after_load(state, 'l.') == {
+        'l.factors.0': ((3, 16), f32),
+        'l.factors.1': ((8, 3), f32),
+        'l.bias': ((8, ), f32)
+    }
+    assert layer.state_entries_after_load({}, 'l.') is None
+
+
 def test_plain_ffn_is_a_residual_two_layer_mlp_and_tied_must_be_bool():
     ffn = FFN(8, 16)
     x = torch.randn(3, 8)

@@ -46,7 +46,8 @@ NOT_TARGETED = {
     'lors_det/models/deploy.py', 'lors_det/models/official_keys.py',
     'lors_det/models/param_counts.py', 'lors_det/efficient/lorita_compress.py'
 }
-COPIED = ('lors_det', 'tests', 'configs', 'tools', 'setup.py')
+COPIED = ('lors_det', 'tests', 'configs', 'projects', 'tools', 'setup.py',
+          'setup.cfg')
 CORE_TESTS = ['tests/lors', 'tests/efficient', 'tests/models']
 #: the tests that exercise a file most directly run first (-x stops there)
 FIRST_TESTS = {
