@@ -16,6 +16,13 @@ def test_xyzr_round_trip_and_refine():
     torch.testing.assert_close(xyzr[1, 2:], torch.tensor([4.0, 2.0]))
     moved = refine_xyzr(xyzr, torch.tensor([[1., 0., 0., 0.]] * 2))
     torch.testing.assert_close(moved[:, 0] - xyzr[:, 0], 2**xyzr[:, 2])
+    # every coordinate: x, y move by delta * 2**z, z and r by delta
+    delta = torch.tensor([[0.5, -0.25, 0.125, -1.0]] * 2)
+    scale = 2**xyzr[:, 2:3]
+    want = torch.cat(
+        [xyzr[:, :2] + delta[:, :2] * scale, xyzr[:, 2:] + delta[:, 2:]],
+        dim=1)
+    torch.testing.assert_close(refine_xyzr(xyzr, delta), want)
 
 
 def test_position_embedding_shape_and_values():
