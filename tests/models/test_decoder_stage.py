@@ -52,6 +52,12 @@ def test_bad_stage_arguments_name_the_field():
         make_stage(num_heads=0)
     with pytest.raises(ValueError, match='num_heads=3 must divide'):
         make_stage(num_heads=3)
+    # range(-1) is empty: without the checks these would build no fcs
+    for field in ('num_cls_fcs', 'num_reg_fcs'):
+        with pytest.raises(ValueError, match=f'{field} must be a non-neg'):
+            make_stage(**{field: -1})
+    with pytest.raises(ValueError, match='feedforward_channels must be'):
+        make_stage(feedforward_channels=0)
 
 
 def test_stage_forward_shapes_and_mixing_is_called():
