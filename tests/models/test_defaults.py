@@ -7,6 +7,7 @@ import torch
 
 from lors_det.models import (AdaMixerDecoder, AdaMixerDecoderStage,
                              AdaptiveMixing, AdaptiveSampling, ChannelMapping)
+from lors_det.models.layers import FFN
 
 
 def test_mixing_defaults():
@@ -28,6 +29,8 @@ def test_stage_sampling_and_decoder_defaults():
         decoder = AdaMixerDecoder()
     assert stage.attention.num_heads == 8 and stage.fc_cls.out_features == 80
     assert stage.ffn.fc1.weight.shape == (2048, 256)
+    with torch.device('meta'):
+        assert FFN().fc1.weight.shape == (2048, 256)
     assert stage.sampling.sampling_offset_generator.weight.shape == (4 * 32 *
                                                                      3, 256)
     assert sampling.sampling_offset_generator.weight.shape == (4 * 32 * 3, 256)

@@ -233,6 +233,13 @@ def test_share_entries_are_checked_naming_the_field():
             'SparseRCNN'):
         MODELS.build(bad)
     bad = copy.deepcopy(cfg.model)
+    bad.share = [bad.share[0], copy.deepcopy(bad.share[0])]
+    with pytest.raises(
+            ValueError,
+            match=r"model.share\[1\]: stack "
+            r"'roi_head.bbox_head' is given twice"):
+        MODELS.build(bad)
+    bad = copy.deepcopy(cfg.model)
     bad.share[0].lorts = bad.share[0].pop('lorst')
     with pytest.raises(
             TypeError, match=r"model.share\[0\]: entry: unknown "

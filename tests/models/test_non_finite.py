@@ -59,6 +59,8 @@ def test_the_decoder_loss_checks_its_predictions_before_the_matching():
     assert [r.stage for r in reports] == [0]
     assert list(losses) == [NON_FINITE_PREDICTIONS_KEY]
     assert torch.isnan(losses[NON_FINITE_PREDICTIONS_KEY])
+    with pytest.raises(NonFinitePredictionError):  # the context has ended
+        model.loss(inputs, samples)
     handle.remove()
     losses = model.loss(inputs, samples)  # finite again: the usual terms
     assert {'s0.loss_cls', 's1.loss_iou'} <= set(losses)
