@@ -26,8 +26,8 @@ LORS_CFG = osp.join(REPO_ROOT, 'configs', 'synthetic',
                     'adamixer-lors_tiny_synthetic.py')
 PLAIN_CFG = osp.join(REPO_ROOT, 'configs', 'synthetic',
                      'adamixer_tiny_synthetic.py')
-DEMO_CFG = osp.join('configs', 'synthetic',
-                    'adamixer-lors_tiny_synthetic_demo.py')
+# the demo's default config, as it names it in results.json
+DEMO_CFG = 'lors_det::synthetic/adamixer-lors_tiny_synthetic_demo.py'
 COCO_CFG = osp.join('configs', 'lors', 'adamixer-lors_r50_8xb2-1x_coco.py')
 TIMEOUT_S = 300
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
