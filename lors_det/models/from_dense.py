@@ -68,6 +68,14 @@ class StackReport:
     field: str = ''
 
 
+def _submodule(module: nn.Module, name: str) -> Optional[nn.Module]:
+    """``module.get_submodule(name)``, or None when there is none."""
+    try:
+        return module.get_submodule(name)
+    except AttributeError:
+        return None
+
+
 def _is_wrapper(model: nn.Module) -> bool:
     return hasattr(model, 'detector') and isinstance(
         getattr(model, 'lors', None), nn.ModuleDict)
@@ -81,10 +89,7 @@ def _adamixer_pairs(dense: nn.Module, lors: nn.Module) -> List[StackPair]:
             continue
         want = StackedLinear if isinstance(stack, LORSTLinear) else \
             StackedGenerator
-        try:
-            found = dense.get_submodule(path)
-        except AttributeError:
-            found = None
+        found = _submodule(dense, path)
         if not isinstance(found, want):
             raise ConfigMismatchError(
                 f'{path} is a {type(stack).__name__} in the LORS config but '
@@ -109,10 +114,7 @@ def _wrapper_pairs(dense: nn.Module, lors: nn.Module) -> List[StackPair]:
     pairs = []
     for e, (key, shared) in enumerate(lors.lors.items()):
         path = key.replace('-', '.')
-        try:
-            layers = dense.get_submodule(path)
-        except AttributeError:
-            layers = None
+        layers = _submodule(dense, path)
         if not isinstance(layers, nn.ModuleList):
             raise ConfigMismatchError(
                 f'model.share[{e}].stack={path!r} is not an nn.ModuleList '
@@ -122,10 +124,7 @@ def _wrapper_pairs(dense: nn.Module, lors: nn.Module) -> List[StackPair]:
                 name = shared.target_names[tkey]
                 linears, names = [], []
                 for i, layer in enumerate(layers):
-                    try:
-                        m = layer.get_submodule(name)
-                    except AttributeError:
-                        m = None
+                    m = _submodule(layer, name)
                     if not isinstance(m, nn.Linear):
                         raise ConfigMismatchError(
                             f'model.share[{e}].{kind}: {path}.{i}.{name} is '
