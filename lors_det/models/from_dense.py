@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from ..lors import LORSAGenerator, LORSTLinear, StackedGenerator, StackedLinear
+from ..lors.checks import first_few
 from ..lors.from_dense import (FromDenseError, LayerFit, lorsa_from_dense,
                                lorsa_rank_for_energy, lorst_from_dense,
                                lorst_rank_for_energy, max_rank)
@@ -199,10 +200,9 @@ def pair_stacks(dense: nn.Module,
     unused = sorted(set(dense_state) - set(key_map.values()) - stacked)
     problems += [f'dense {k} (not in the LORS model)' for k in unused]
     if problems:
-        more = f' and {len(problems) - 3} more' if len(problems) > 3 else ''
         raise ConfigMismatchError(
             'the LORS config is not the dense config with LORS stacks: ' +
-            '; '.join(problems[:3]) + more)
+            first_few(problems, 3, sep='; '))
     return pairs, key_map
 
 

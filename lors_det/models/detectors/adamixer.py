@@ -4,7 +4,7 @@ Modified from the official ``QueryBased`` detector
 (https://github.com/MCG-NJU/AdaMixer), re-written for mmdet 3.x without the
 Sparse R-CNN scaffolding (no RPN, no RoI extractor).
 """
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmdet.models.detectors.base import BaseDetector
@@ -120,6 +120,9 @@ class AdaMixer(BaseDetector):
         """(B, 3, H, W) images -> L neck maps (B, C, H_l, W_l)."""
         return self.neck(self.backbone(batch_inputs))
 
+    # Eager under torch.compile: the queries come from python metadata
+    # (image sizes); traced, every new image id would recompile the model.
+    @torch.compiler.disable
     def _queries(self, batch_data_samples: SampleList):
         return self.query_generator([s.metainfo for s in batch_data_samples])
 
@@ -141,6 +144,24 @@ class AdaMixer(BaseDetector):
         results = self.decoder.predict(
             features, xyzr, query, batch_data_samples, rescale=rescale)
         return self.add_pred_to_datasample(batch_data_samples, results)
+
+    def train_step(self, data, optim_wrapper) -> Dict[str, torch.Tensor]:
+        """mmengine's ``BaseModel.train_step``: preprocess, losses, update.
+
+        With ``compile=True`` mmengine ``torch.compile``s this method; two of
+        its steps run eagerly: the data preprocessor (mmengine's
+        ``stack_batch`` fails to trace on torch 2.1) and the update (backward
+        is a graph break, and inductor fuses AdamW over all parameters into
+        one kernel with more arguments than ctypes can pass). Compiled:
+        backbone, neck and decoder (the initial queries and the set loss are
+        eager: :meth:`_queries`, ``SetCriterion.forward``).
+        """
+        with optim_wrapper.optim_context(self):
+            data = torch.compiler.disable(self.data_preprocessor)(data, True)
+            losses = self._run_forward(data, mode='loss')
+        parsed_losses, log_vars = self.parse_losses(losses)
+        torch.compiler.disable(optim_wrapper.update_params)(parsed_losses)
+        return log_vars
 
     def _forward(
         self,

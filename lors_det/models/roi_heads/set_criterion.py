@@ -50,6 +50,13 @@ class SetCriterion(nn.Module):
             matches.append(result.gt_inds - 1)
         return matches
 
+    # Eager under torch.compile (mmengine's compile=True): the matching runs
+    # scipy on the CPU and gives a new number of matched pairs every batch,
+    # so a compiled loss would break its graph and recompile with dynamic
+    # shapes, which torch 2.1 fails on (inductor: the assigner's index_put_;
+    # dynamo: the focal loss's one_hot). The predictions it scores come from
+    # the compiled decoder, and their gradients flow back into it.
+    @torch.compiler.disable
     def forward(self, cls_score: torch.Tensor, boxes: torch.Tensor,
                 batch_data_samples: SampleList) -> Dict[str, torch.Tensor]:
         """Losses ``loss_cls``, ``loss_bbox``, ``loss_iou`` of one stage.
