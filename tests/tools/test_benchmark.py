@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO_ROOT, SYNTHETIC, build_model
+from helpers import LORS_CFG, REPO_ROOT, SYNTHETIC, build_model
 
 from lors_det.lors import count_parameters
 
@@ -41,6 +41,37 @@ def test_rounds_combine_to_medians_and_per_round_ratios():
     assert b['train']['peak_mb'] == 18.0
 
 
+def test_paired_configs_take_turns_and_ratios_are_per_turn(monkeypatch):
+    """``--paired``: after the warm-up the configs alternate call by call
+    (a b, b a, ...), and the ratio is the median of the per-turn ratios
+    (1.1, 0.9, 1.5, 1.0 -> 1.05), not the ratio of the medians (1.1)."""
+    tool = _tool()
+    calls = []
+
+    def fake_phases(spec, args):
+        yield dict(config=spec)
+        yield 'train', lambda: calls.append(spec), (1, 4)
+
+    # clock() is called in the turn order: a b | b a | a b | b a
+    clocked = iter([100, 110, 180, 200, 100, 150, 300, 300])
+    monkeypatch.setattr(tool, 'phases', fake_phases)
+    monkeypatch.setattr(tool, 'clock', lambda fn, device:
+                        (fn(), next(clocked))[1])
+    cfg = LORS_CFG  # parse_args checks that the files exist
+    args = tool.parse_args([cfg, cfg + ':merged', '--paired'])
+    args.configs = ['a', 'b']
+    a, b = tool.measure_paired(args)
+    assert calls == ['a', 'b'] + ['a', 'b', 'b', 'a'] * 2
+    assert a['train']['ratio'] == 1.0
+    assert b['train']['ratio'] == pytest.approx(1.05)
+    assert (b['train']['ms'], b['train']['min_ms']) == (165, 110)
+    assert a['train']['peak_mb'] is None
+    # combine() keeps a paired round's ratio
+    out, = tool.combine([[a, b]])[1:]
+    assert out['train']['ratio'] == pytest.approx(1.05)
+    assert out['train']['peak_mb'] is None
+
+
 @pytest.mark.slow
 def test_benchmark_json_reports_every_phase_and_the_merged_variant():
     cfg = SYNTHETIC['lors']
@@ -68,6 +99,28 @@ def test_benchmark_json_reports_every_phase_and_the_merged_variant():
         # per parameter tensor)
         extra = r['optim_state_mb'] * 2**20 - 2 * 4 * r['decoder_params']
         assert 0 <= extra < 4 * 1000
+
+
+@pytest.mark.slow
+def test_paired_run_times_every_config_in_one_worker():
+    """End to end: ``--paired --rounds 2`` reports every phase of both
+    configs, the first at ratio 1, and no peak memory ('-')."""
+    cfg = SYNTHETIC['lors']
+    out = subprocess.run([
+        sys.executable, 'tools/analysis/benchmark.py', SYNTHETIC['adamixer'],
+        cfg + ':merged', '--paired', '--shape', '64', '64', '--warmup', '0',
+        '--repeats', '2', '--rounds', '2'
+    ],
+                         cwd=REPO_ROOT,
+                         capture_output=True,
+                         text=True,
+                         check=True)
+    assert 'runs paired in one process' in out.stdout
+    rows = [r for r in out.stdout.splitlines() if r.startswith('| configs/')]
+    assert len(rows) == 2 and ':merged' in rows[1]
+    cells = rows[0].strip('|').split('|')
+    assert all(c.strip().endswith('(1.00x)') for c in cells[3:6])
+    assert [c.strip() for c in cells[6:]] == ['-'] * 3
 
 
 @pytest.mark.slow

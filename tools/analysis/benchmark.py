@@ -5,6 +5,7 @@ shapes, for several configs side by side.
         [--device cpu|cuda] [--amp] [--json] [--whole-model]
         [--batch 2] [--shape 800 1333] [--warmup 2] [--repeats 5]
         [--rounds 1] [--mixing STAGE] [--system-malloc] [--compile]
+        [--paired]
 
 Decoder numbers use random neck features of an HxW image (strides 4-32, C
 channels), the config's queries and random ground truth (10 boxes per
@@ -35,6 +36,15 @@ happens in the warm-up runs (at least one per phase) and is not timed.
 ``--rounds R`` runs all configs R times, alternating their order, and
 reports the median over rounds; the ratios are medians of the per-round
 ratios, so slow drifts of a shared machine's load cancel out.
+
+``--paired`` builds all configs in one worker process (one per round) and
+times them phase by phase, taking turns call by call (A B C, C B A, ...);
+each ratio is the median of the per-turn ratios to the first config. Two
+neighbouring calls see the same machine state (load, frequency, heap), so
+these ratios resolve a few percent where separate processes differ by
++-10% on a 2-core VM; the ``:merged`` row (true ratio 1.0 for ``infer``)
+shows what is left. Peak memory is not measured in this mode (the configs
+share the process).
 
 On CPU, the workers keep freed memory in the process (glibc malloc's
 ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` set high), as
@@ -105,19 +115,22 @@ class PeakMemory:
         self.mb = peak - self.start
 
 
+def clock(fn, device):
+    """One call of ``fn``, in ms (synchronised on CUDA)."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    fn()
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t) * 1000
+
+
 def timed(fn, device, warmup, repeats):
     for _ in range(warmup):
         fn()
-    times = []
     with PeakMemory(device) as mem:
-        for _ in range(repeats):
-            if device.type == 'cuda':
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            fn()
-            if device.type == 'cuda':
-                torch.cuda.synchronize()
-            times.append((time.perf_counter() - t) * 1000)
+        times = [clock(fn, device) for _ in range(repeats)]
     return dict(
         ms=statistics.median(times),
         min_ms=min(times),
@@ -166,8 +179,11 @@ def parse_spec(spec: str):
     return (spec[:-len(':merged')] if merged else spec), merged
 
 
-def measure(spec, args):
-    """Benchmark one ``CONFIG[:merged]`` in this process."""
+def phases(spec, args):
+    """Build one ``CONFIG[:merged]`` in this process and yield its result
+    dict (metadata, filled in as the phases run), then ``(phase, fn,
+    (warmup, repeats))`` per phase in order; between two yields the model
+    is switched to what the next phase needs (eval, merged)."""
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
@@ -223,18 +239,16 @@ def measure(spec, args):
         shape=list(args.shape),
         num_queries=model.num_queries,
         malloc=malloc_mode(device.type))
+    yield res
     if args.mixing is not None:
-        return dict(res, **measure_mixing(model, merged, args, device, amp,
-                                          gen))
+        yield from mixing_phases(model, merged, args, device, amp, gen, res)
+        return
+    runs = (args.warmup, args.repeats)
     decoder.train()
-    res['forward'] = timed(forward, device, args.warmup, args.repeats)
-    res['train'] = timed(
-        lambda: train_step(decoder, optim, lambda: decoder.loss(
-            feats, xyzr, query, samples)), device, args.warmup, args.repeats)
-    decoder.eval()
-    if merged:
-        model.merge_lors()
-    res['infer'] = timed(infer, device, args.warmup, args.repeats)
+    yield 'forward', forward, runs
+    yield 'train', lambda: train_step(
+        decoder, optim, lambda: decoder.loss(feats, xyzr, query, samples)
+    ), runs
     counts = count_parameters(decoder)
     res['decoder_params'] = counts['total']
     res['decoder_shared'] = counts['shared']
@@ -243,14 +257,18 @@ def measure(spec, args):
                                 for st in optim.state.values()
                                 for t in st.values()
                                 if torch.is_tensor(t)) / 2**20
+    decoder.eval()
+    if merged:
+        model.merge_lors()
+    yield 'infer', infer, runs
     if args.whole_model:
         model.unmerge_lors()  # training needs the LORS computation
         model.train()
         whole_optim = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad], lr=1e-5)
-        res['model_train'] = timed(
-            lambda: train_step(model, whole_optim, lambda: model.loss(
-                images, samples)), device, 1, max(1, args.repeats // 2))
+        few = (1, max(1, args.repeats // 2))
+        yield 'model_train', lambda: train_step(
+            model, whole_optim, lambda: model.loss(images, samples)), few
         model.eval()
         if merged:
             model.merge_lors()  # from the weights just trained
@@ -259,17 +277,60 @@ def measure(spec, args):
             with torch.no_grad(), amp:
                 model.predict(images, samples, rescale=False)
 
-        res['model_infer'] = timed(model_infer, device, 1,
-                                   max(1, args.repeats // 2))
+        yield 'model_infer', model_infer, few
+
+
+def measure(spec, args):
+    """Benchmark one ``CONFIG[:merged]`` in this process, each phase on
+    its own (``timed``: peak memory is the phase's own)."""
+    steps = phases(spec, args)
+    res = next(steps)
+    device = torch.device(args.device)
+    for phase, fn, (warmup, repeats) in steps:
+        res[phase] = timed(fn, device, warmup, repeats)
     return res
 
 
-def measure_mixing(model, merged, args, device, amp, gen):
+def measure_paired(args):
+    """``--paired``: every config in this process, phase by phase; within
+    a phase the configs take turns, one call each, in alternating order,
+    and each ratio is the median of the per-turn ratios to the first
+    config. Neighbouring calls see the same machine state, so the ratios
+    resolve smaller differences than configs timed in separate processes;
+    peak memory is not measured (the configs share the process)."""
+    device = torch.device(args.device)
+    if args.compile:  # one compiled graph per config and mode, same code
+        torch._dynamo.config.cache_size_limit = max(
+            torch._dynamo.config.cache_size_limit, 8 * len(args.configs))
+    gens = [phases(spec, args) for spec in args.configs]
+    results = [next(g) for g in gens]
+    for steps in zip(*gens):
+        phase, _, (warmup, repeats) = steps[0]
+        for _, fn, _ in steps:
+            for _ in range(warmup):
+                fn()
+        times = [[] for _ in steps]
+        for turn in range(repeats):
+            order = range(len(steps))
+            for i in (reversed(order) if turn % 2 else order):
+                times[i].append(clock(steps[i][1], device))
+        for res, t in zip(results, times):
+            res[phase] = dict(
+                ms=statistics.median(t),
+                min_ms=min(t),
+                max_ms=max(t),
+                peak_mb=None,
+                ratio=statistics.median(a / b for a, b in zip(t, times[0])))
+    return results
+
+
+def mixing_phases(model, merged, args, device, amp, gen, res):
     """``--mixing STAGE``: one ``decoder.mixing`` call of that stage
     (generator, ACM/ASM, output linear, LayerNorm) on random sampled
     features (B, N, G, P_in, C/G) and queries (B, N, C): ``forward``
     (training mode), ``train`` (forward + backward) and ``infer`` (eval, no
-    grad; after ``model.merge_lors()`` for ``:merged``)."""
+    grad; after ``model.merge_lors()`` for ``:merged``), yielded as
+    :func:`phases` yields them; the mixing's counts go into ``res``."""
     mixing, stage = model.decoder.mixing, args.mixing
     if not 0 <= stage < len(mixing.norms):
         sys.exit(f'error: --mixing {stage}: the decoder has stages 0..'
@@ -296,24 +357,30 @@ def measure_mixing(model, merged, args, device, amp, gen):
 
     from lors_det.lors import count_parameters
     factors = getattr(mixing.generator, 'num_factors', None)
-    out = dict(
-        mixing_stage=stage, num_factors=factors[stage] if factors else None)
-    mixing.train()
-    out['forward'] = timed(forward, device, args.warmup, args.repeats)
-    out['train'] = timed(train, device, args.warmup, args.repeats)
-    mixing.eval()
-    if merged:
-        model.merge_lors()
-    out['infer'] = timed(infer, device, args.warmup, args.repeats)
     counts = count_parameters(mixing)
-    out.update(
+    res.update(
+        mixing_stage=stage,
+        num_factors=factors[stage] if factors else None,
         mixing_params=counts['total'],
         mixing_shared=counts['shared'],
         mixing_private=counts['private'])
-    return out
+    runs = (args.warmup, args.repeats)
+    mixing.train()
+    yield 'forward', forward, runs
+    yield 'train', train, runs
+    mixing.eval()
+    if merged:
+        model.merge_lors()
+    yield 'infer', infer, runs
 
 
 PHASES = ('forward', 'train', 'infer', 'model_train', 'model_infer')
+
+
+def round_ratio(run, base):
+    """One phase's ratio to the first config within one round: the median
+    per-turn ratio of a ``--paired`` round, else the ratio of the medians."""
+    return run.get('ratio', run['ms'] / base['ms'])
 
 
 def combine(rounds):
@@ -328,9 +395,10 @@ def combine(rounds):
                 ms=statistics.median(x['ms'] for x in runs),
                 min_ms=min(x['min_ms'] for x in runs),
                 max_ms=max(x['max_ms'] for x in runs),
-                peak_mb=max(x['peak_mb'] for x in runs),
-                ratio=statistics.median(r[i][p]['ms'] / r[0][p]['ms']
-                                        for r in rounds))
+                peak_mb=None if runs[0]['peak_mb'] is None else max(
+                    x['peak_mb'] for x in runs),
+                ratio=statistics.median(
+                    round_ratio(r[i][p], r[0][p]) for r in rounds))
         results.append(res)
     return results
 
@@ -357,7 +425,10 @@ def table(results):
         for p in phases:
             row.append(f"{r[p]['ms']:.0f} [{r[p]['min_ms']:.0f}-"
                        f"{r[p]['max_ms']:.0f}] ({r[p]['ratio']:.2f}x)")
-        row += [f"{r[p]['peak_mb']:.0f}" for p in phases]
+        row += [
+            '-' if r[p]['peak_mb'] is None else f"{r[p]['peak_mb']:.0f}"
+            for p in phases
+        ]
         rows.append(row)
     return markdown_table(head, rows)
 
@@ -409,6 +480,11 @@ def parse_args(argv=None):
         help='torch.compile the decoder\'s forward (the '
         'mixing with --mixing); compiled in the warm-up')
     parser.add_argument(
+        '--paired',
+        action='store_true',
+        help='time all configs in one process, taking turns '
+        'call by call (see the docstring); no peak memory')
+    parser.add_argument(
         '--worker', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for name in ('repeats', 'rounds'):
@@ -425,10 +501,25 @@ def parse_args(argv=None):
     return args
 
 
+def run_worker(specs, worker_args, env):
+    """Results of ``specs`` measured by a fresh worker process."""
+    out = subprocess.run(
+        [sys.executable, __file__, *specs, '--worker'] + worker_args,
+        capture_output=True,
+        text=True,
+        env=env)
+    if out.returncode:
+        sys.exit(f'benchmark of {" ".join(specs)} failed:\n{out.stderr}')
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main():
     args = parse_args()
     if args.worker:
-        print(json.dumps(measure(args.configs[0], args)))
+        out = measure_paired(args) if args.paired else [
+            measure(args.configs[0], args)
+        ]
+        print(json.dumps(out))
         return
     worker_args = [
         a for a in sys.argv[1:] if a not in args.configs and a != '--json'
@@ -438,20 +529,13 @@ def main():
         env = dict(env, **RETAINED_MALLOC)
     rounds = []
     for k in range(args.rounds):
+        if args.paired:  # one process, the configs take turns
+            rounds.append(run_worker(args.configs, worker_args, env))
+            continue
         order = range(len(args.configs))
-        if k % 2:
-            order = reversed(order)
         results = {}
-        for i in order:
-            spec = args.configs[i]
-            out = subprocess.run(
-                [sys.executable, __file__, spec, '--worker'] + worker_args,
-                capture_output=True,
-                text=True,
-                env=env)
-            if out.returncode:
-                sys.exit(f'benchmark of {spec} failed:\n{out.stderr}')
-            results[i] = json.loads(out.stdout.strip().splitlines()[-1])
+        for i in (reversed(order) if k % 2 else order):
+            results[i], = run_worker([args.configs[i]], worker_args, env)
         rounds.append([results[i] for i in range(len(args.configs))])
     results = combine(rounds)
     if args.json:
@@ -465,7 +549,8 @@ def main():
               f'compile {args.compile}, '
               f'batch {args.batch}, {what}, median of '
               f'{args.repeats} runs x {args.rounds} rounds [min-max] '
-              '(median per-round ratio to the first config)')
+              '(median per-round ratio to the first config'
+              f'{", runs paired in one process" if args.paired else ""})')
         print(table(results))
 
 
